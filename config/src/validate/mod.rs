@@ -1,0 +1,209 @@
+//! Validation: decoded objects -> typed, valid objects ([`crate::spec`]) plus every finding.
+//!
+//! Each validator reports all it finds (never only the first) and returns a typed object only
+//! when the object has no errors. Warnings never reject.
+
+mod destination_rule;
+mod export_to;
+pub mod names;
+mod service_entry;
+mod virtual_service;
+
+use std::collections::HashMap;
+
+use crate::duration;
+use crate::finding::{Code, Finding, Findings, ObjectKey, Origin};
+use crate::load::{Object, Spec};
+use crate::model::{EnumValue, MeshConfig};
+use crate::spec::{DestinationRule, Mesh, OutboundPolicy, ServiceEntry, VirtualService};
+
+/// The proxy's own ports, which ServiceEntries should not use (Decisions 2).
+pub const RESERVED_PORTS: &[u16] = &[15000, 15001, 15006, 15020, 15021, 15090];
+
+/// What validation needs to know about the proxy.
+pub struct Context<'a> {
+    /// Mesh settings (defaults for exportTo).
+    pub mesh: &'a Mesh,
+    /// The namespace the proxy serves (for `sourceNamespace` matches).
+    pub namespace: &'a str,
+    /// Ports the proxy uses itself.
+    pub reserved_ports: &'a [u16],
+    /// Whether a file exists (certificate paths); `None` skips the check.
+    pub file_exists: Option<&'a dyn Fn(&str) -> bool>,
+}
+
+/// Every valid object of one load, in load order.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Mesh settings.
+    pub mesh: Mesh,
+    /// ServiceEntries.
+    pub service_entries: Vec<ServiceEntry>,
+    /// VirtualServices bound to `mesh`.
+    pub virtual_services: Vec<VirtualService>,
+    /// DestinationRules that apply to this proxy.
+    pub destination_rules: Vec<DestinationRule>,
+    /// Every object loaded (valid or not, applicable or not), for config dumps.
+    pub objects: Vec<ObjectKey>,
+}
+
+/// Validate the mesh document.
+pub fn mesh(config: &MeshConfig, out: &mut Findings<'_>) -> Mesh {
+    let mut mesh = Mesh::default();
+    if let Some(p) = &config.outbound_traffic_policy {
+        match &p.mode {
+            None => {}
+            Some(EnumValue::Name(n)) if n == "REGISTRY_ONLY" => {
+                mesh.outbound_policy = OutboundPolicy::RegistryOnly
+            }
+            Some(EnumValue::Number(0)) => mesh.outbound_policy = OutboundPolicy::RegistryOnly,
+            Some(EnumValue::Name(n)) if n == "ALLOW_ANY" => {
+                mesh.outbound_policy = OutboundPolicy::AllowAny
+            }
+            Some(EnumValue::Number(1)) => mesh.outbound_policy = OutboundPolicy::AllowAny,
+            Some(EnumValue::Name(n)) if n == "ALLOW_ANY_DYNAMIC_DNS" => {
+                out.push(Code::IGNORED_FIELD, "outboundTrafficPolicy.mode", "ALLOW_ANY_DYNAMIC_DNS is served as ALLOW_ANY (passthrough to the original destination)");
+            }
+            Some(_) => out.push(
+                Code::MESH_POLICY_INVALID,
+                "outboundTrafficPolicy.mode",
+                "unsupported outboundTrafficPolicy mode (one of ALLOW_ANY, REGISTRY_ONLY)",
+            ),
+        }
+        if p.egress_proxy.is_some() {
+            out.push(
+                Code::IGNORED_FIELD,
+                "outboundTrafficPolicy.egressProxy",
+                "egressProxy is a Sidecar setting; ignored",
+            );
+        }
+    }
+    let lists = [
+        (
+            "defaultServiceExportTo",
+            &config.default_service_export_to,
+            true,
+            &mut mesh.default_service_export_to,
+        ),
+        (
+            "defaultVirtualServiceExportTo",
+            &config.default_virtual_service_export_to,
+            false,
+            &mut mesh.default_virtual_service_export_to,
+        ),
+        (
+            "defaultDestinationRuleExportTo",
+            &config.default_destination_rule_export_to,
+            false,
+            &mut mesh.default_destination_rule_export_to,
+        ),
+    ];
+    for (field, given, allow_none, target) in lists {
+        if let Some(list) = given {
+            if export_to::check(list, &[], "", allow_none, field, out).is_some() {
+                target.clone_from(list);
+            }
+        }
+    }
+    for (field, given, target) in [
+        (
+            "connectTimeout",
+            &config.connect_timeout,
+            &mut mesh.connect_timeout,
+        ),
+        (
+            "dnsRefreshRate",
+            &config.dns_refresh_rate,
+            &mut mesh.dns_refresh_rate,
+        ),
+    ] {
+        if let Some(s) = given {
+            match duration::parse_istio(s) {
+                Ok(d) => *target = d,
+                Err(e) => out.push(Code::MESH_DURATION_INVALID, field, e),
+            }
+        }
+    }
+    if let Some(ns) = &config.root_namespace {
+        if names::is_dns1123_label(ns) {
+            mesh.root_namespace.clone_from(ns);
+        } else {
+            out.push(
+                Code::MESH_INVALID,
+                "rootNamespace",
+                format!("rootNamespace {ns:?} is not a valid namespace name"),
+            );
+        }
+    }
+    if config.protocol_detection_timeout.is_some() {
+        out.push(
+            Code::IGNORED_FIELD,
+            "protocolDetectionTimeout",
+            "the proxy's --detect-timeout governs detection; ignored",
+        );
+    }
+    mesh
+}
+
+/// Validate every object. Duplicates (same kind/namespace/name): the later wins, with a
+/// warning.
+pub fn validate(objects: Vec<Object>, ctx: &Context<'_>, findings: &mut Vec<Finding>) -> Registry {
+    let mut latest: HashMap<ObjectKey, usize> = HashMap::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(prev) = latest.insert(o.key.clone(), i) {
+            let p = &objects[prev];
+            Findings::new(findings, &o.file, o.origin, Some(o.key.clone())).push(
+                Code::DUPLICATE_OBJECT,
+                "metadata.name",
+                format!(
+                    "{} is defined again; this definition replaces the one in {} (document {})",
+                    o.key,
+                    p.file,
+                    p.origin.doc + 1
+                ),
+            );
+        }
+    }
+    let mut registry = Registry {
+        mesh: ctx.mesh.clone(),
+        ..Registry::default()
+    };
+    // Every definition is validated (as each `kubectl apply` would be); only the latest of a
+    // name enters the registry.
+    for (i, o) in objects.iter().enumerate() {
+        let latest = latest.get(&o.key) == Some(&i);
+        if latest {
+            registry.objects.push(o.key.clone());
+        }
+        let mut out = Findings::new(findings, &o.file, o.origin, Some(o.key.clone()));
+        match &o.spec {
+            Spec::ServiceEntry(se) => {
+                if let Some(se) =
+                    service_entry::validate(&o.key, se, ctx, &mut out).filter(|_| latest)
+                {
+                    registry.service_entries.push(se);
+                }
+            }
+            Spec::VirtualService(vs) => {
+                if let Ok(Some(vs)) = virtual_service::validate(&o.key, vs, ctx, &mut out)
+                    .map(|v| v.filter(|_| latest))
+                {
+                    registry.virtual_services.push(vs);
+                }
+            }
+            Spec::DestinationRule(dr) => {
+                if let Ok(Some(dr)) = destination_rule::validate(&o.key, dr, ctx, &mut out)
+                    .map(|d| d.filter(|_| latest))
+                {
+                    registry.destination_rules.push(dr);
+                }
+            }
+        }
+    }
+    registry
+}
+
+/// Where mesh findings point.
+pub fn mesh_origin() -> Origin {
+    Origin::default()
+}

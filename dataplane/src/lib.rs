@@ -1,0 +1,9 @@
+//! `dataplane`: a thread-per-core egress proxy for Istio ServiceEntries.
+//!
+//! This crate holds the runtime side: reading configuration files, the command-line tools and
+//! (as it is built) the workers, detection, forwarding and admin. Everything about what the
+//! configuration means lives in `dataplane-config`.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config_files;

@@ -1,0 +1,14 @@
+//! The `dataplane` binary: parses the command line and dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dataplane::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Validate(args) => dataplane::cli::validate(args),
+        Command::Routes(args) => dataplane::cli::routes(args),
+    }
+}
