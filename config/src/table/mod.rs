@@ -433,3 +433,6 @@ pub struct CompiledHttpRoute {
     /// For `HttpAction::Route`: one entry per destination, in order.
     pub destinations: Vec<WeightedCluster>,
 }
+
+#[cfg(test)]
+mod tests;

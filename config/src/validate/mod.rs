@@ -12,7 +12,7 @@ mod virtual_service;
 use std::collections::HashMap;
 
 use crate::duration;
-use crate::finding::{Code, Finding, Findings, ObjectKey, Origin};
+use crate::finding::{Code, Finding, Findings, ObjectKey};
 use crate::load::{Object, Spec};
 use crate::model::{EnumValue, MeshConfig};
 use crate::spec::{DestinationRule, Mesh, OutboundPolicy, ServiceEntry, VirtualService};
@@ -203,7 +203,5 @@ pub fn validate(objects: Vec<Object>, ctx: &Context<'_>, findings: &mut Vec<Find
     registry
 }
 
-/// Where mesh findings point.
-pub fn mesh_origin() -> Origin {
-    Origin::default()
-}
+#[cfg(test)]
+mod tests;

@@ -395,7 +395,8 @@ fn ports(se: &ServiceEntrySpec, ctx: &Context<'_>, out: &mut Findings<'_>) -> Ve
             );
         }
         numbers_seen.push(p.number);
-        let target_port = match p.target_port {
+        // `targetPort: 0` is protobuf's "unset".
+        let target_port = match p.target_port.filter(|&t| t != 0) {
             Some(t) if !(1..=65535).contains(&t) => {
                 out.push(
                     Code::SE_PORT_RANGE,

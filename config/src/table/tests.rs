@@ -1,0 +1,709 @@
+//! Matching tests for spec §5 (listeners, SNI, Host, VIP/CIDR, mixed protocols, fallthrough),
+//! §7 (precedence) and §8 (exportTo), through the whole pipeline: YAML -> table -> decision.
+//! Property tests compare the host and CIDR matchers with naive references.
+
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
+use super::cidr::CidrMap;
+use super::host::HostMatcher;
+use super::{Decision, Detected, HostRoute, RouteTable, Target, Upstream};
+use crate::{Options, Source, build};
+
+const REGISTRY_ONLY: &str = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}";
+
+fn table_ns(
+    yaml: &str,
+    mesh: &str,
+    namespace: &str,
+    age: Option<&dyn Fn(&crate::ObjectKey) -> u64>,
+) -> RouteTable {
+    let mesh = Source::new("mesh.yaml", mesh);
+    let opts = Options {
+        namespace,
+        age,
+        ..Options::default()
+    };
+    let b = build(&[Source::new("t.yaml", yaml)], Some(&mesh), &opts);
+    let errors: Vec<String> = b
+        .findings
+        .iter()
+        .filter(|f| f.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    b.table.expect("valid configuration compiles")
+}
+
+fn table(yaml: &str, mesh: &str) -> RouteTable {
+    table_ns(yaml, mesh, "default", None)
+}
+
+fn se(name: &str, body: &str) -> String {
+    let body: Vec<String> = body.lines().map(|l| format!("  {l}")).collect();
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n{}\n",
+        body.join("\n")
+    )
+}
+
+fn obj(kind: &str, name: &str, ns: &str, body: &str) -> String {
+    let body: Vec<String> = body.lines().map(|l| format!("  {l}")).collect();
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{}\n",
+        body.join("\n")
+    )
+}
+
+/// The outcome of a connection to `dst` with `detected`, as a short string: the cluster name,
+/// `http`, `passthrough` or `deny`.
+fn outcome(t: &RouteTable, dst: &str, detected: Detected<'_>) -> String {
+    let dst: SocketAddr = dst.parse().unwrap();
+    let l = t.listener(dst);
+    match t.decide(l, detected) {
+        Decision::Forward(Target::Cluster(c)) => t.cluster(*c).name.clone(),
+        Decision::Forward(Target::Weighted(w)) => w
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}={}",
+                    w.cluster.map_or("?".into(), |c| t.cluster(c).name.clone()),
+                    w.weight
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Decision::Forward(Target::TcpRules(..)) => "tcp-rules".into(),
+        Decision::Http(_) => "http".into(),
+        Decision::Passthrough => "passthrough".into(),
+        Decision::Deny => "deny".into(),
+    }
+}
+
+fn tls(sni: &str) -> Detected<'_> {
+    Detected::Tls {
+        sni: Some(sni.as_bytes()),
+    }
+}
+
+/// The virtual host (or catch-all) a request with `host` gets on `port`.
+fn http_route(t: &RouteTable, dst: &str, host: &str) -> String {
+    let l = t.listener(dst.parse().unwrap());
+    let Decision::Http(id) = t.decide(l, Detected::Http) else {
+        return "not http".into();
+    };
+    match t.http_config(id).route(host.as_bytes()) {
+        HostRoute::VirtualHost(vh) => vh.name.clone(),
+        HostRoute::Passthrough => "passthrough".into(),
+        HostRoute::Block => "502".into(),
+    }
+}
+
+#[test]
+fn sni_routing_exact_wildcard_and_fallthrough() {
+    let yaml = se(
+        "a",
+        "hosts: [api.example.com]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: ['*.example.com']\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DYNAMIC_DNS",
+    ) + &se(
+        "c",
+        "hosts: ['*.b.example.com']\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DYNAMIC_DNS",
+    );
+    for (mesh, miss) in [(REGISTRY_ONLY, "deny"), ("", "passthrough")] {
+        let t = table(&yaml, mesh);
+        let cases: &[(Detected<'_>, &str)] = &[
+            (tls("api.example.com"), "outbound|443||api.example.com"),
+            (tls("API.Example.COM"), "outbound|443||api.example.com"),
+            (tls("x.example.com"), "outbound|443||*.example.com"),
+            (tls("x.b.example.com"), "outbound|443||*.b.example.com"),
+            (tls("b.example.com"), "outbound|443||*.example.com"),
+            (tls("example.com"), miss),
+            (tls("api.example.com."), miss),
+            (tls("other.org"), miss),
+            (Detected::Tls { sni: None }, miss),
+            (Detected::Other, miss),
+            (Detected::Http, miss),
+        ];
+        for (d, want) in cases {
+            assert_eq!(
+                outcome(&t, "203.0.113.9:443", *d),
+                *want,
+                "{d:?} mesh={mesh:?}"
+            );
+        }
+        assert_eq!(
+            outcome(&t, "203.0.113.9:8443", tls("api.example.com")),
+            miss,
+            "no service on the port"
+        );
+        assert_eq!(
+            t.listener("1.2.3.4:443".parse().unwrap()).detect(),
+            super::Detect {
+                tls: true,
+                http: false
+            }
+        );
+    }
+}
+
+#[test]
+fn vip_bound_tls_ignores_sni() {
+    let yaml = se(
+        "a",
+        "hosts: [db.example.com]\naddresses: [10.0.0.9]\nports: [{number: 443, name: tls, protocol: TLS}]\nresolution: DNS",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        outcome(&t, "10.0.0.9:443", tls("anything.org")),
+        "outbound|443||db.example.com"
+    );
+    assert_eq!(
+        outcome(&t, "10.0.0.9:443", Detected::Tls { sni: None }),
+        "outbound|443||db.example.com"
+    );
+    assert_eq!(
+        t.listener("10.0.0.9:443".parse().unwrap()).detect(),
+        super::Detect::default(),
+        "no inspection on a VIP TLS listener"
+    );
+    assert_eq!(outcome(&t, "10.0.0.10:443", tls("db.example.com")), "deny");
+}
+
+#[test]
+fn tcp_demultiplexed_by_vip_and_cidr() {
+    let yaml = se(
+        "a",
+        "hosts: [a.db]\naddresses: [10.0.0.5]\nports: [{number: 3306, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: [b.db]\naddresses: [10.0.0.6]\nports: [{number: 3306, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "c",
+        "hosts: [c.db]\naddresses: [10.0.0.0/24]\nports: [{number: 3306, name: tcp, protocol: TCP}]",
+    ) + &se(
+        "d",
+        "hosts: [d.db]\naddresses: [10.0.0.0/16, '2001:db8::/32']\nports: [{number: 3306, name: tcp, protocol: TCP}]",
+    ) + &se(
+        "e",
+        "hosts: [e.db]\naddresses: ['2001:db8::5']\nports: [{number: 3306, name: tcp, protocol: TCP}]\nresolution: STATIC\nendpoints: [{address: '2001:db8::50'}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    let cases = [
+        ("10.0.0.5:3306", "outbound|3306||a.db"),
+        ("10.0.0.6:3306", "outbound|3306||b.db"),
+        ("10.0.0.7:3306", "outbound|3306||c.db"),
+        ("10.0.9.7:3306", "outbound|3306||d.db"),
+        ("10.1.0.1:3306", "deny"),
+        ("[2001:db8::5]:3306", "outbound|3306||e.db"),
+        ("[2001:db8::6]:3306", "outbound|3306||d.db"),
+        ("[::ffff:10.0.0.5]:3306", "outbound|3306||a.db"),
+        ("10.0.0.5:3307", "deny"),
+    ];
+    for (dst, want) in cases {
+        assert_eq!(outcome(&t, dst, Detected::Other), want, "{dst}");
+    }
+    assert_eq!(
+        t.listener("10.0.0.5:3306".parse().unwrap()).detect(),
+        super::Detect::default(),
+        "server-first protocols work"
+    );
+}
+
+#[test]
+fn address_less_tcp_captures_the_whole_port() {
+    let yaml = se(
+        "a",
+        "hosts: [pg.example.com]\nports: [{number: 5432, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: [pg2.example.com]\nports: [{number: 5432, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "c",
+        "hosts: [vip.example.com]\naddresses: [10.9.0.0/16]\nports: [{number: 5432, name: tls, protocol: TLS}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        outcome(&t, "198.51.100.1:5432", Detected::Other),
+        "outbound|5432||pg.example.com",
+        "oldest (by name) wins"
+    );
+    assert!(
+        t.notes.iter().any(|n| n.contains("pg2.example.com")),
+        "{:?}",
+        t.notes
+    );
+    // A CIDR group with no matching chain does not fall back to the address-less chain.
+    assert_eq!(outcome(&t, "10.9.1.1:5432", Detected::Other), "deny");
+    assert_eq!(
+        outcome(&t, "10.9.1.1:5432", tls("vip.example.com")),
+        "outbound|5432||vip.example.com"
+    );
+}
+
+#[test]
+fn http_host_routing() {
+    let yaml = se(
+        "a",
+        "hosts: [a.example.com]\naddresses: [10.0.0.1, '2001:db8::1']\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: ['*.example.com']\nports: [{number: 80, name: http-web}]\nresolution: DYNAMIC_DNS",
+    ) + &se(
+        "c",
+        "hosts: ['*.deep.example.com']\nports: [{number: 80, name: http}]\nresolution: DYNAMIC_DNS",
+    );
+    for (mesh, miss) in [(REGISTRY_ONLY, "502"), ("", "passthrough")] {
+        let t = table(&yaml, mesh);
+        let cases = [
+            ("a.example.com", "a.example.com:80"),
+            ("A.EXAMPLE.COM:8080", "a.example.com:80"),
+            ("a.example.com.", "a.example.com:80"),
+            ("x.example.com", "*.example.com:80"),
+            ("y.deep.example.com", "*.deep.example.com:80"),
+            ("10.0.0.1", "a.example.com:80"),
+            ("10.0.0.1:80", "a.example.com:80"),
+            ("[2001:db8::1]:80", "a.example.com:80"),
+            ("example.com", miss),
+            ("other.org", miss),
+            ("", miss),
+        ];
+        for (host, want) in cases {
+            assert_eq!(
+                http_route(&t, "203.0.113.1:80", host),
+                want,
+                "{host} mesh={mesh:?}"
+            );
+        }
+        // Not HTTP on an HTTP-only port: the fallthrough (no TCP chain).
+        let no_http = if mesh.is_empty() {
+            "passthrough"
+        } else {
+            "deny"
+        };
+        assert_eq!(outcome(&t, "203.0.113.1:80", Detected::Other), no_http);
+    }
+}
+
+#[test]
+fn mixed_protocols_on_one_port() {
+    // HTTP + address-less TCP: HTTP requests by Host, other bytes to the TCP service (§5.5).
+    let yaml = se(
+        "web",
+        "hosts: [web.example.com]\nports: [{number: 8080, name: http, protocol: HTTP}]\nresolution: DNS",
+    ) + &se(
+        "raw",
+        "hosts: [raw.example.com]\nports: [{number: 8080, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "tls",
+        "hosts: [secure.example.com]\nports: [{number: 8080, name: tls, protocol: TLS}]\nresolution: DNS",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(outcome(&t, "1.1.1.1:8080", Detected::Http), "http");
+    assert_eq!(
+        http_route(&t, "1.1.1.1:8080", "web.example.com"),
+        "web.example.com:8080"
+    );
+    assert_eq!(
+        outcome(&t, "1.1.1.1:8080", Detected::Other),
+        "outbound|8080||raw.example.com"
+    );
+    assert_eq!(
+        outcome(&t, "1.1.1.1:8080", tls("secure.example.com")),
+        "outbound|8080||secure.example.com"
+    );
+    assert_eq!(
+        outcome(&t, "1.1.1.1:8080", tls("unknown.example.com")),
+        "outbound|8080||raw.example.com"
+    );
+    assert_eq!(
+        t.listener("1.1.1.1:8080".parse().unwrap()).detect(),
+        super::Detect {
+            tls: true,
+            http: true
+        }
+    );
+}
+
+#[test]
+fn auto_port_on_a_vip() {
+    let yaml = se(
+        "a",
+        "hosts: [svc.example.com]\naddresses: [10.0.0.3]\nports: [{number: 9000, name: app}]\nresolution: DNS",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        outcome(&t, "10.0.0.3:9000", Detected::Other),
+        "outbound|9000||svc.example.com"
+    );
+    assert_eq!(
+        http_route(&t, "10.0.0.3:9000", "any.host.at.all"),
+        "svc.example.com:9000",
+        "VIP-bound auto: domain *"
+    );
+    assert_eq!(
+        t.listener("10.0.0.3:9000".parse().unwrap()).detect(),
+        super::Detect {
+            tls: false,
+            http: true
+        }
+    );
+}
+
+#[test]
+fn reserved_and_udp_ports_are_not_served() {
+    let yaml = se(
+        "a",
+        "hosts: [a.com]\naddresses: [10.0.0.1]\nports: [{number: 15001, name: tcp, protocol: TCP}, {number: 53, name: udp, protocol: UDP}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(outcome(&t, "10.0.0.1:15001", Detected::Other), "deny");
+    assert_eq!(outcome(&t, "10.0.0.1:53", Detected::Other), "deny");
+    assert!(t.ports().is_empty());
+}
+
+#[test]
+fn precedence_own_namespace_then_oldest() {
+    let yaml = obj(
+        "ServiceEntry",
+        "zzz",
+        "default",
+        "hosts: [a.com]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    ) + &obj(
+        "ServiceEntry",
+        "aaa",
+        "other",
+        "hosts: [a.com]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1}]",
+    );
+    let t = table_ns(&yaml, "", "default", None);
+    let c = &t.clusters[0];
+    assert_eq!(c.service.name, "zzz", "the proxy's own namespace wins");
+    let t = table_ns(&yaml, "", "third", None);
+    assert_eq!(
+        t.clusters[0].service.name, "aaa",
+        "otherwise the oldest; equal ages: by name"
+    );
+    let age = |k: &crate::ObjectKey| if k.name == "zzz" { 1 } else { 2 };
+    let t = table_ns(&yaml, "", "third", Some(&age));
+    assert_eq!(t.clusters[0].service.name, "zzz", "older by reload age");
+}
+
+#[test]
+fn same_namespace_entries_merge_ports_and_pool_endpoints() {
+    let yaml = se(
+        "a",
+        "hosts: [a.com]\naddresses: [10.0.0.1]\nports: [{number: 80, name: tcp, protocol: TCP}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1}]",
+    ) + &se(
+        "b",
+        "hosts: [a.com]\naddresses: [10.0.0.1]\nports: [{number: 81, name: tcp, protocol: TCP}, {number: 80, name: other, protocol: TCP}]\nresolution: STATIC\nendpoints: [{address: 2.2.2.2}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        outcome(&t, "10.0.0.1:81", Detected::Other),
+        "outbound|81||a.com"
+    );
+    let c = t.clusters.iter().find(|c| c.port == 80).unwrap();
+    let Upstream::Static(eps) = &c.upstream else {
+        panic!()
+    };
+    assert_eq!(eps.len(), 2, "endpoints pooled");
+}
+
+#[test]
+fn export_to_visibility() {
+    let yaml = obj(
+        "ServiceEntry",
+        "private",
+        "team",
+        "hosts: [a.com]\nexportTo: ['.']\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    ) + &obj(
+        "ServiceEntry",
+        "listed",
+        "team",
+        "hosts: [b.com]\nexportTo: [egress]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    ) + &obj(
+        "ServiceEntry",
+        "nobody",
+        "team",
+        "hosts: [c.com]\nexportTo: ['~']\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    );
+    let t = table_ns(&yaml, REGISTRY_ONLY, "egress", None);
+    assert_eq!(outcome(&t, "1.1.1.1:443", tls("a.com")), "deny");
+    assert_eq!(
+        outcome(&t, "1.1.1.1:443", tls("b.com")),
+        "outbound|443||b.com"
+    );
+    assert_eq!(outcome(&t, "1.1.1.1:443", tls("c.com")), "deny");
+    let t = table_ns(&yaml, REGISTRY_ONLY, "team", None);
+    assert_eq!(
+        outcome(&t, "1.1.1.1:443", tls("a.com")),
+        "outbound|443||a.com"
+    );
+    let mesh = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\ndefaultServiceExportTo: ['.']";
+    let t = table_ns(
+        &se(
+            "d",
+            "hosts: [d.com]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+        ),
+        mesh,
+        "egress",
+        None,
+    );
+    assert_eq!(
+        outcome(&t, "1.1.1.1:443", tls("d.com")),
+        "deny",
+        "mesh default exportTo applies"
+    );
+}
+
+#[test]
+fn virtual_service_http_rules() {
+    let yaml = se(
+        "a",
+        "hosts: [a.com]\nports: [{number: 80, name: http}, {number: 81, name: http-alt}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: [b.com]\nports: [{number: 80, name: http}]\nresolution: DNS",
+    ) + &obj(
+        "VirtualService",
+        "v",
+        "default",
+        "hosts: [a.com]\nhttp:\n- match: [{port: 80, uri: {prefix: /x}}]\n  route: [{destination: {host: b.com}, weight: 80}, {destination: {host: a.com}, weight: 20}]\n- match: [{port: 80}]\n  route: [{destination: {host: a.com}}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    let l = t.listener("1.1.1.1:80".parse().unwrap());
+    let Decision::Http(id) = t.decide(l, Detected::Http) else {
+        panic!()
+    };
+    let HostRoute::VirtualHost(vh) = t.http_config(id).route(b"a.com") else {
+        panic!()
+    };
+    let routes = vh.routes.as_ref().expect("VirtualService rules on port 80");
+    assert_eq!(routes.len(), 2);
+    let names: Vec<String> = routes[0]
+        .destinations
+        .iter()
+        .map(|w| t.cluster(w.cluster.unwrap()).name.clone())
+        .collect();
+    assert_eq!(names, ["outbound|80||b.com", "outbound|80||a.com"]);
+    // Port 81: every rule is for port 80, so the VirtualService is ignored there.
+    let l = t.listener("1.1.1.1:81".parse().unwrap());
+    let Decision::Http(id) = t.decide(l, Detected::Http) else {
+        panic!()
+    };
+    let HostRoute::VirtualHost(vh) = t.http_config(id).route(b"a.com") else {
+        panic!()
+    };
+    assert!(vh.routes.is_none(), "default route on 81");
+}
+
+#[test]
+fn virtual_service_tls_and_tcp_rules() {
+    let yaml = se(
+        "a",
+        "hosts: [a.com]\nports: [{number: 443, name: tls, protocol: TLS}]\nresolution: DNS",
+    ) + &se(
+        "b",
+        "hosts: [b.com]\nports: [{number: 443, name: tls, protocol: TLS}]\nresolution: DNS",
+    ) + &obj(
+        "VirtualService",
+        "v",
+        "default",
+        "hosts: [a.com]\ntls:\n- match: [{sniHosts: [a.com]}]\n  route: [{destination: {host: b.com}, weight: 100}]",
+    ) + &se(
+        "db",
+        "hosts: [db.com]\naddresses: [10.0.0.1]\nports: [{number: 3306, name: tcp, protocol: TCP}]\nresolution: DNS",
+    ) + &se(
+        "db2",
+        "hosts: [db2.com]\nports: [{number: 3306, name: tcp2, protocol: TCP}]\nresolution: DNS\naddresses: [10.0.0.2]",
+    ) + &obj(
+        "VirtualService",
+        "t",
+        "default",
+        "hosts: [db.com]\ntcp:\n- route: [{destination: {host: db2.com}, weight: 50}, {destination: {host: db.com}, weight: 50}]",
+    );
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        outcome(&t, "1.1.1.1:443", tls("a.com")),
+        "outbound|443||b.com=100",
+        "VS tls rule before the SE chain"
+    );
+    assert_eq!(
+        outcome(&t, "10.0.0.1:3306", Detected::Other),
+        "outbound|3306||db2.com=50,outbound|3306||db.com=50"
+    );
+}
+
+#[test]
+fn destination_rule_lookup_order() {
+    let svc = obj(
+        "ServiceEntry",
+        "s",
+        "svc",
+        "hosts: [a.example.com]\nports: [{number: 443, name: https, protocol: HTTPS}]\nresolution: DNS",
+    );
+    let dr = |name: &str, ns: &str, host: &str| {
+        obj(
+            "DestinationRule",
+            name,
+            ns,
+            &format!("host: '{host}'\ntrafficPolicy: {{loadBalancer: {{simple: RANDOM}}}}"),
+        )
+    };
+    let pick = |yaml: &str| {
+        table_ns(yaml, "", "egress", None).clusters[0]
+            .destination_rule
+            .as_ref()
+            .map(|k| format!("{}/{}", k.namespace, k.name))
+    };
+    let all = svc.clone()
+        + &dr("root", "istio-system", "a.example.com")
+        + &dr("svc", "svc", "a.example.com")
+        + &dr("mine-wild", "egress", "*.example.com")
+        + &dr("mine-exact", "egress", "a.example.com");
+    assert_eq!(
+        pick(&all).as_deref(),
+        Some("egress/mine-exact"),
+        "proxy namespace, exact beats wildcard"
+    );
+    let no_exact = svc.clone()
+        + &dr("root", "istio-system", "a.example.com")
+        + &dr("svc", "svc", "a.example.com")
+        + &dr("mine-wild", "egress", "*.example.com");
+    assert_eq!(pick(&no_exact).as_deref(), Some("egress/mine-wild"));
+    let svc_ns = svc.clone()
+        + &dr("root", "istio-system", "a.example.com")
+        + &dr("svc", "svc", "a.example.com");
+    assert_eq!(
+        pick(&svc_ns).as_deref(),
+        Some("svc/svc"),
+        "then the service's namespace"
+    );
+    let root = svc.clone() + &dr("root", "istio-system", "a.example.com");
+    assert_eq!(
+        pick(&root).as_deref(),
+        Some("istio-system/root"),
+        "then the root namespace"
+    );
+    assert_eq!(pick(&svc), None);
+}
+
+#[test]
+fn upstream_port_selection() {
+    let yaml = se(
+        "s",
+        "hosts: [s.com]\naddresses: [10.0.0.1]\nports: [{number: 80, name: http, targetPort: 8080}, {number: 81, name: other, protocol: TCP}]\nresolution: STATIC\nendpoints:\n- {address: 1.1.1.1, ports: {http: 9090}, weight: 0}\n- {address: 2.2.2.2, weight: 3}",
+    ) + &se(
+        "n",
+        "hosts: [n.com]\naddresses: [10.0.0.2]\nports: [{number: 80, name: tcp, protocol: TCP, targetPort: 8443}]",
+    ) + &se(
+        "d",
+        "hosts: [d.com]\naddresses: [10.0.0.3]\nports: [{number: 80, name: tcp, protocol: TCP, targetPort: 8000}]\nresolution: DNS",
+    );
+    let t = table(&yaml, "");
+    let up = |name: &str| {
+        t.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .upstream
+            .clone()
+    };
+    let Upstream::Static(eps) = up("outbound|80||s.com") else {
+        panic!()
+    };
+    let addrs: Vec<String> = eps
+        .iter()
+        .map(|e| format!("{:?}/{}", e.address, e.weight))
+        .collect();
+    assert_eq!(
+        addrs,
+        ["Inet(1.1.1.1:9090)/1", "Inet(2.2.2.2:8080)/3"],
+        "port map > targetPort; weight 0 is 1"
+    );
+    let Upstream::Static(eps) = up("outbound|81||s.com") else {
+        panic!()
+    };
+    assert!(
+        matches!(eps[0].address, super::EndpointSocket::Inet(a) if a.port() == 81),
+        "number when nothing else"
+    );
+    assert_eq!(
+        up("outbound|80||n.com"),
+        Upstream::OriginalDestination { port: Some(8443) }
+    );
+    assert!(
+        matches!(up("outbound|80||d.com"), Upstream::Dns { ref targets, .. } if targets[0].port == 8000 && targets[0].name == "d.com")
+    );
+}
+
+// === property tests ===
+
+fn naive_host<'a>(patterns: &'a [String], name: &str) -> Option<&'a String> {
+    let name = name.to_ascii_lowercase();
+    if let Some(p) = patterns.iter().find(|p| **p == name) {
+        return Some(p);
+    }
+    patterns
+        .iter()
+        .filter_map(|p| p.strip_prefix('*').map(|s| (p, s)))
+        .filter(|(_, s)| name.len() > s.len() && name.ends_with(s))
+        .max_by_key(|(_, s)| s.len())
+        .map(|(p, _)| p)
+}
+
+fn label() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["a", "b", "api", "x-y", "com", "example", "z9"])
+        .prop_map(String::from)
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop::collection::vec(label(), 1..5).prop_map(|l| l.join("."))
+}
+
+fn pattern() -> impl Strategy<Value = String> {
+    (name(), 0..3u8).prop_map(|(n, kind)| match kind {
+        0 => n,
+        1 => format!("*.{n}"),
+        _ => format!("*{n}"),
+    })
+}
+
+proptest! {
+    #[test]
+    fn host_matcher_agrees_with_naive(patterns in prop::collection::vec(pattern(), 0..30), queries in prop::collection::vec(name(), 1..30)) {
+        let mut patterns = patterns;
+        patterns.sort();
+        patterns.dedup();
+        let mut m = HostMatcher::new();
+        for p in &patterns {
+            m.insert(p, p.clone());
+        }
+        for q in &queries {
+            let got = m.find(q.to_uppercase().as_bytes()).map(|h| h.value());
+            let want = naive_host(&patterns, q);
+            // Equal-length suffixes cannot both match a name, so the answer is unique.
+            prop_assert_eq!(got, want, "query {}", q);
+        }
+    }
+
+    #[test]
+    fn cidr_map_agrees_with_naive(nets in prop::collection::vec((any::<u32>(), 0u8..=32), 0..40), ips in prop::collection::vec(any::<u32>(), 1..40)) {
+        let nets: Vec<ipnet::Ipv4Net> = nets.into_iter().map(|(a, l)| ipnet::Ipv4Net::new(a.into(), l).unwrap().trunc()).collect();
+        let mut m = CidrMap::new();
+        let mut kept: Vec<ipnet::Ipv4Net> = Vec::new();
+        for n in &nets {
+            if m.insert((*n).into(), *n) {
+                kept.push(*n);
+            }
+        }
+        for ip in ips {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let got = m.find(ip.into()).map(|(v, _)| *v);
+            let want = kept.iter().filter(|n| n.contains(&ip)).max_by_key(|n| n.prefix_len()).copied();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
