@@ -67,6 +67,8 @@ pub struct Build {
     pub table: Option<RouteTable>,
     /// Every finding, errors and warnings, with lines resolved.
     pub findings: Vec<Finding>,
+    /// Distinct objects seen in the sources, valid or not (duplicates counted once).
+    pub objects_seen: usize,
 }
 
 impl Build {
@@ -106,6 +108,9 @@ pub fn build(sources: &[Source], mesh: Option<&Source>, opts: &Options<'_>) -> B
         objects.extend(objs);
         file_findings.extend(found);
     }
+    let mut seen: std::collections::HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
+    seen.extend(file_findings.iter().filter_map(|f| f.object.as_ref()));
+    let objects_seen = seen.len();
     let ctx = validate::Context {
         mesh: &mesh_settings,
         namespace: opts.namespace,
@@ -141,5 +146,6 @@ pub fn build(sources: &[Source], mesh: Option<&Source>, opts: &Options<'_>) -> B
         registry,
         table,
         findings,
+        objects_seen,
     }
 }

@@ -97,7 +97,7 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     print_findings(&mut stdout, &b);
     let (errors, warnings) = (b.errors(), b.warnings());
-    let objects = b.registry.objects.len();
+    let objects = b.objects_seen;
     let failed = errors > 0 || (args.strict && warnings > 0);
     let verdict = if failed { "invalid" } else { "valid" };
     let _ = writeln!(

@@ -588,7 +588,7 @@ impl<'r> Builder<'r, '_> {
     ) -> VirtualHost {
         let host = self.views[view].host.clone();
         let (routes, vs) = match self.virtual_service_for(&host) {
-            Some(vs) if vs.hosts.iter().any(|h| *h == host) || domains == ["*"] => {
+            Some(vs) if vs.hosts.contains(&host) || domains == ["*"] => {
                 (self.http_routes(vs, port), Some(vs.key.clone()))
             }
             _ => (None, None),

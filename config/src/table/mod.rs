@@ -292,7 +292,7 @@ impl RouteTable {
             return Listener::Fallthrough;
         };
         let ip = match dst.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dst.ip(), IpAddr::V4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| dst.ip(), IpAddr::V4),
             ip => ip,
         };
         if let Some(vip) = port.vips.get(&ip) {
@@ -395,10 +395,10 @@ impl HttpRouteConfig {
     /// Route by `Host`/`:authority` (port ignored, case-insensitive, one trailing dot ignored):
     /// exact, longest wildcard, then the catch-all (spec §5.2).
     pub fn route(&self, authority: &[u8]) -> HostRoute<'_> {
-        if let Some(host) = host::http_host(authority) {
-            if let Some(m) = self.domains.find(host) {
-                return HostRoute::VirtualHost(&self.virtual_hosts[*m.value() as usize]);
-            }
+        if let Some(host) = host::http_host(authority)
+            && let Some(m) = self.domains.find(host)
+        {
+            return HostRoute::VirtualHost(&self.virtual_hosts[*m.value() as usize]);
         }
         match self.catch_all {
             CatchAll::AllowAny => HostRoute::Passthrough,

@@ -68,7 +68,8 @@ fn outcome(t: &RouteTable, dst: &str, detected: Detected<'_>) -> String {
             .map(|w| {
                 format!(
                     "{}={}",
-                    w.cluster.map_or("?".into(), |c| t.cluster(c).name.clone()),
+                    w.cluster
+                        .map_or_else(|| "?".into(), |c| t.cluster(c).name.clone()),
                     w.weight
                 )
             })

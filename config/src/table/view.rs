@@ -109,11 +109,15 @@ pub enum TargetView {
     /// VirtualService tcp rules then the service cluster.
     TcpRules {
         /// Rules: subnets and weighted clusters.
-        rules: Vec<(Vec<String>, Vec<(String, u32)>)>,
+        rules: Vec<TcpRuleView>,
         /// When none matches.
         otherwise: String,
     },
 }
+
+/// A VirtualService tcp rule: destination subnets (empty: any) and weighted clusters.
+#[derive(Debug, Serialize)]
+pub struct TcpRuleView(pub Vec<String>, pub Vec<(String, u32)>);
 
 /// A cluster.
 #[derive(Debug, Serialize)]
@@ -148,11 +152,9 @@ fn weighted(table: &RouteTable, list: &[WeightedCluster]) -> Vec<(String, u32)> 
                 || format!("{} (no such service)", w.host),
                 |c| table.cluster(c).name.clone(),
             );
-            let share = if total == 0 {
-                100
-            } else {
-                (u64::from(w.weight) * 100 / total) as u32
-            };
+            let share = (u64::from(w.weight) * 100)
+                .checked_div(total)
+                .map_or(100, |s| s as u32);
             (name, share)
         })
         .collect()
@@ -166,7 +168,7 @@ fn target(table: &RouteTable, t: &Target) -> TargetView {
             rules: rules
                 .iter()
                 .map(|r| {
-                    (
+                    TcpRuleView(
                         r.subnets.iter().map(ToString::to_string).collect(),
                         weighted(table, &r.route),
                     )
@@ -372,7 +374,7 @@ fn target_text(t: &TargetView) -> String {
         TargetView::TcpRules { rules, otherwise } => {
             let mut parts: Vec<String> = rules
                 .iter()
-                .map(|(nets, list)| {
+                .map(|TcpRuleView(nets, list)| {
                     let to = shares(list);
                     if nets.is_empty() {
                         to

@@ -238,14 +238,14 @@ fn load_balancer(
         );
     }
     if let Some(ch) = &lb.consistent_hash {
-        if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size) {
-            if !(is_prime(size) && size < 5_000_011) {
-                out.push(
-                    Code::DR_LOAD_BALANCER_INVALID,
-                    format!("{at}.consistentHash.maglev.tableSize"),
-                    format!("table size {size} must be a prime number less than 5000011"),
-                );
-            }
+        if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size)
+            && !(is_prime(size) && size < 5_000_011)
+        {
+            out.push(
+                Code::DR_LOAD_BALANCER_INVALID,
+                format!("{at}.consistentHash.maglev.tableSize"),
+                format!("table size {size} must be a prime number less than 5000011"),
+            );
         }
         out.push(
             Code::IGNORED_FIELD,
@@ -539,17 +539,17 @@ fn client_tls(
             out.push(Code::DR_TLS_INSECURE_CONFLICT, format!("{at}.insecureSkipVerify"), "cannot set caCertificates, credentialName or subjectAltNames when InsecureSkipVerify is true");
         }
     }
-    if matches!(mode, TlsMode::Simple | TlsMode::Mutual) {
-        if let Some(exists) = ctx.file_exists {
-            for (field, path) in [
-                ("clientCertificate", &t.client_certificate),
-                ("privateKey", &t.private_key),
-                ("caCertificates", &t.ca_certificates),
-                ("caCrl", &t.ca_crl),
-            ] {
-                if !path.is_empty() && !exists(path) {
-                    out.push(Code::FILE_NOT_FOUND, format!("{at}.{field}"), format!("file {path:?} does not exist or cannot be read; connections that need it will fail until it does"));
-                }
+    if matches!(mode, TlsMode::Simple | TlsMode::Mutual)
+        && let Some(exists) = ctx.file_exists
+    {
+        for (field, path) in [
+            ("clientCertificate", &t.client_certificate),
+            ("privateKey", &t.private_key),
+            ("caCertificates", &t.ca_certificates),
+            ("caCrl", &t.ca_crl),
+        ] {
+            if !path.is_empty() && !exists(path) {
+                out.push(Code::FILE_NOT_FOUND, format!("{at}.{field}"), format!("file {path:?} does not exist or cannot be read; connections that need it will fail until it does"));
             }
         }
     }

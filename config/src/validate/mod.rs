@@ -99,10 +99,10 @@ pub fn mesh(config: &MeshConfig, out: &mut Findings<'_>) -> Mesh {
         ),
     ];
     for (field, given, allow_none, target) in lists {
-        if let Some(list) = given {
-            if export_to::check(list, &[], "", allow_none, field, out).is_some() {
-                target.clone_from(list);
-            }
+        if let Some(list) = given
+            && export_to::check(list, &[], "", allow_none, field, out).is_some()
+        {
+            target.clone_from(list);
         }
     }
     for (field, given, target) in [

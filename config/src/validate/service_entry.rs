@@ -253,20 +253,20 @@ pub(super) fn validate(
     }
 
     // Row 37.
-    if resolution.is_some_and(|r| r != Resolution::None) && se.hosts.len() > 1 {
-        if let Some(p) = ports
+    if resolution.is_some_and(|r| r != Resolution::None)
+        && se.hosts.len() > 1
+        && let Some(p) = ports
             .iter()
             .find(|p| !(p.protocol.is_http() || p.protocol.is_tls()))
-        {
-            out.push(
-                Code::SE_MULTIHOST_NON_HTTP_TLS,
-                "spec.hosts",
-                format!(
-                    "multiple hosts provided with non-HTTP, non-TLS ports (port {} is {})",
-                    p.number, p.protocol
-                ),
-            );
-        }
+    {
+        out.push(
+            Code::SE_MULTIHOST_NON_HTTP_TLS,
+            "spec.hosts",
+            format!(
+                "multiple hosts provided with non-HTTP, non-TLS ports (port {} is {})",
+                p.number, p.protocol
+            ),
+        );
     }
 
     // Row 38.
@@ -463,26 +463,24 @@ fn ports(se: &ServiceEntrySpec, ctx: &Context<'_>, out: &mut Findings<'_>) -> Ve
                 "UDP ports are accepted but never proxied",
             );
         }
-        if let Ok(number) = u16::try_from(p.number) {
-            if ctx.reserved_ports.contains(&number) {
-                out.push(
-                    Code::RESERVED_PORT,
-                    format!("{at}.number"),
-                    format!(
-                        "port {number} is used by the proxy itself; the proxy will not serve it"
-                    ),
-                );
-            }
+        if let Ok(number) = u16::try_from(p.number)
+            && ctx.reserved_ports.contains(&number)
+        {
+            out.push(
+                Code::RESERVED_PORT,
+                format!("{at}.number"),
+                format!("port {number} is used by the proxy itself; the proxy will not serve it"),
+            );
         }
-        if out.errors() == errors {
-            if let Ok(number) = u16::try_from(p.number) {
-                ports.push(Port {
-                    number,
-                    name: p.name.clone(),
-                    protocol,
-                    target_port,
-                });
-            }
+        if out.errors() == errors
+            && let Ok(number) = u16::try_from(p.number)
+        {
+            ports.push(Port {
+                number,
+                name: p.name.clone(),
+                protocol,
+                target_port,
+            });
         }
     }
     ports

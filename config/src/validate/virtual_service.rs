@@ -91,11 +91,11 @@ pub(super) fn validate(
             }
             continue;
         }
-        if h.parse::<std::net::IpAddr>().is_err() {
-            if let Err(e) = names::wildcard_domain(h) {
-                out.push(Code::VS_HOST_INVALID, &at, e);
-                continue;
-            }
+        if h.parse::<std::net::IpAddr>().is_err()
+            && let Err(e) = names::wildcard_domain(h)
+        {
+            out.push(Code::VS_HOST_INVALID, &at, e);
+            continue;
         }
         let h = names::normalize_host(h);
         if let Some(other) = hosts.iter().find(|o| host::matches(o, &h)) {
@@ -124,7 +124,7 @@ pub(super) fn validate(
         .tls
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
+        .map(|(i, r)| {
             let at = format!("spec.tls[{i}]");
             if r.matches.is_empty() {
                 out.push(Code::VS_TLS_MATCH_REQUIRED, &at, "TLS route must have at least one match condition");
@@ -159,7 +159,7 @@ pub(super) fn validate(
                 }
             }
             let route = l4_destinations(r.route.iter().map(|d| (d.destination.as_ref(), d.weight)), &at, out);
-            Some(TlsRoute { matches, route })
+            TlsRoute { matches, route }
         })
         .collect();
     let tcp: Vec<TcpRoute> = vs
@@ -688,22 +688,22 @@ fn fault(f: &HttpFaultInjection, at: &str, out: &mut Findings<'_>) -> Fault {
     if let Some(d) = &f.delay {
         let at = format!("{at}.delay");
         let mut pct = percentage(d.percentage.as_ref(), &at, out);
-        if let Some(p) = d.percent {
-            if d.percentage.is_none() {
-                if (0..=100).contains(&p) {
-                    out.push(
-                        Code::DEPRECATED_FIELD,
-                        format!("{at}.percent"),
-                        "percent is deprecated; use percentage.value (honoured)",
-                    );
-                    pct = Some(p as f64);
-                } else {
-                    out.push(
-                        Code::VS_FAULT_PERCENTAGE,
-                        format!("{at}.percent"),
-                        format!("percent {p} must be in range 0..100"),
-                    );
-                }
+        if let Some(p) = d.percent
+            && d.percentage.is_none()
+        {
+            if (0..=100).contains(&p) {
+                out.push(
+                    Code::DEPRECATED_FIELD,
+                    format!("{at}.percent"),
+                    "percent is deprecated; use percentage.value (honoured)",
+                );
+                pct = Some(p as f64);
+            } else {
+                out.push(
+                    Code::VS_FAULT_PERCENTAGE,
+                    format!("{at}.percent"),
+                    format!("percent {p} must be in range 0..100"),
+                );
             }
         }
         if d.exponential_delay.is_some() {
