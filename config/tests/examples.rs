@@ -146,3 +146,18 @@ fn an_unknown_field_in_any_example_is_rejected() {
         assert!(b.table.is_none());
     }
 }
+
+#[test]
+fn every_reason_code_is_documented() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("REASON_CODES.md"))
+            .unwrap();
+    for code in Code::ALL {
+        let sev = match code.severity() {
+            dataplane_config::Severity::Error => "error",
+            dataplane_config::Severity::Warning => "warning",
+        };
+        let row = format!("| {} | {sev} |", code.as_str());
+        assert!(doc.contains(&row), "REASON_CODES.md lacks the row {row:?}");
+    }
+}
