@@ -2,6 +2,7 @@
 //! and 100k hosts (10% wildcards), destination lookup at 1k CIDRs, compiling 10,000
 //! ServiceEntries. Compare against `std_hashmap` in the same run: a plain `HashMap<String, _>`
 //! lookup of the same names is the floor PEERS.md measured (21-58 ns at 1k hosts).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark may panic on bad setup
 
 use std::collections::HashMap;
 use std::hint::black_box;
