@@ -238,6 +238,8 @@ pub enum HttpAction {
         port: Option<u16>,
         /// New scheme.
         scheme: Option<String>,
+        /// Take the port from the request (`FROM_REQUEST_PORT`) instead of the scheme default.
+        port_from_request: bool,
         /// Status.
         code: u16,
     },

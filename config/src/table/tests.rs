@@ -642,6 +642,8 @@ fn upstream_port_selection() {
 
 // === property tests ===
 
+const MANGLE_SEED: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: n}\nspec:\n  hosts: [a.example.com, '*.w.example.com']\n  addresses: [10.0.0.0/24]\n  ports:\n  - {number: 443, name: https, protocol: HTTPS, targetPort: 8443}\n  resolution: STATIC\n  endpoints: [{address: 1.2.3.4, ports: {https: 9443}, labels: {v: '1'}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [a.example.com]\n  http:\n  - match: [{uri: {regex: '/a.*'}, headers: {x: {exact: y}}}]\n    route: [{destination: {host: a.example.com, subset: s}, weight: 70}, {destination: {host: b.example.com}, weight: 30}]\n    fault: {abort: {httpStatus: 503, percentage: {value: 5}}}\n  tls:\n  - match: [{sniHosts: [a.example.com]}]\n    route: [{destination: {host: a.example.com}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy: {tls: {mode: SIMPLE}, outlierDetection: {consecutive5xxErrors: 3}}\n  subsets: [{name: s, labels: {v: '1'}}]\n";
+
 fn naive_host<'a>(patterns: &'a [String], name: &str) -> Option<&'a String> {
     let name = name.to_ascii_lowercase();
     if let Some(p) = patterns.iter().find(|p| **p == name) {
@@ -687,6 +689,49 @@ proptest! {
             let want = naive_host(&patterns, q);
             // Equal-length suffixes cannot both match a name, so the answer is unique.
             prop_assert_eq!(got, want, "query {}", q);
+        }
+    }
+
+    #[test]
+    fn cidr_map_agrees_with_naive_v6(nets in prop::collection::vec((any::<u16>(), 0u8..=128), 0..40), ips in prop::collection::vec(any::<u16>(), 1..40)) {
+        // Addresses share 2001:db8::/32 and a random 16-bit head, so that prefixes overlap.
+        let addr = |head: u16| std::net::Ipv6Addr::new(0x2001, 0x0db8, head, head.rotate_left(3), 0, 0, 0, u16::from(head % 7 == 0));
+        let nets: Vec<ipnet::Ipv6Net> = nets.into_iter().map(|(h, l)| ipnet::Ipv6Net::new(addr(h), l).unwrap().trunc()).collect();
+        let mut m = CidrMap::new();
+        let mut kept: Vec<ipnet::Ipv6Net> = Vec::new();
+        for n in &nets {
+            if m.insert((*n).into(), *n) {
+                kept.push(*n);
+            }
+        }
+        for h in ips {
+            let ip = addr(h);
+            let got = m.find(ip.into()).map(|(v, _)| *v);
+            let want = kept.iter().filter(|n| n.contains(&ip)).max_by_key(|n| n.prefix_len()).copied();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn mangled_configurations_never_panic(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8)) {
+        // A configuration that exercises every kind, with its bytes flipped, inserted, deleted:
+        // whatever comes out must be findings or a table, never a panic.
+        let mut bytes = MANGLE_SEED.as_bytes().to_vec();
+        for (at, byte, op) in edits {
+            let i = at.index(bytes.len().max(1));
+            match op {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i.min(bytes.len()), byte),
+                _ if i < bytes.len() => {
+                    bytes.remove(i);
+                }
+                _ => {}
+            }
+        }
+        let b = build(&[Source::new("m.yaml", bytes)], None, &Options::default());
+        prop_assert!(b.table.is_some() || b.errors() > 0);
+        for f in &b.findings {
+            prop_assert!(f.line >= 1);
         }
     }
 

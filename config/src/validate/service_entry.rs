@@ -536,9 +536,11 @@ fn endpoint_common(ep: &WorkloadEntry, at: &str, out: &mut Findings<'_>) -> u32 
             );
         }
     }
+    let network_with_address = !ep.network.is_empty() && !ep.address.is_empty();
     for (field, set) in [
         ("locality", !ep.locality.is_empty()),
         ("serviceAccount", !ep.service_account.is_empty()),
+        ("network", network_with_address),
     ] {
         if set {
             out.push(

@@ -428,6 +428,11 @@ const SE_CASES: &[(&str, &str, &[Code])] = &[
         &[Code::PORT_NAME_PROTOCOL_MISMATCH],
     ),
     (
+        "endpoint network ignored",
+        "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1, network: n1}]",
+        &[Code::IGNORED_FIELD],
+    ),
+    (
         "endpoint locality ignored",
         "hosts: [a.com]\nports: [{number: 80, name: http}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1, locality: r/z}]",
         &[Code::IGNORED_FIELD],
@@ -476,6 +481,16 @@ const VS_CASES: &[(&str, &str, &[Code])] = &[
         "redirect",
         "hosts: [a.com]\nhttp: [{redirect: {uri: /x, redirectCode: 302}}]",
         &[],
+    ),
+    (
+        "redirect derive port",
+        "hosts: [a.com]\nhttp: [{redirect: {scheme: https, derivePort: FROM_REQUEST_PORT}}]",
+        &[],
+    ),
+    (
+        "redirect port and derive port",
+        "hosts: [a.com]\nhttp: [{redirect: {port: 8443, derivePort: FROM_REQUEST_PORT}}]",
+        &[Code::VS_REDIRECT_INVALID],
     ),
     (
         "direct response",

@@ -4,8 +4,8 @@
 use crate::finding::{Code, Findings, ObjectKey};
 use crate::host;
 use crate::model::{
-    Destination as WireDestination, Headers, HttpFaultInjection, HttpMatchRequest, HttpRetry,
-    HttpRoute as WireHttpRoute, StringMatch as WireStringMatch, VirtualServiceSpec,
+    Destination as WireDestination, EnumValue, Headers, HttpFaultInjection, HttpMatchRequest,
+    HttpRetry, HttpRoute as WireHttpRoute, StringMatch as WireStringMatch, VirtualServiceSpec,
 };
 use crate::spec::{
     AbortStatus, Destination, Fault, HeaderOps, HeaderRules, HttpAction, HttpMatch, HttpRoute,
@@ -870,11 +870,34 @@ fn http_route(
             );
         }
         let port = port(red.port, &format!("{at}.redirect.port"), out);
+        let port_from_request = match &red.derive_port {
+            None => false,
+            Some(EnumValue::Name(n)) if n == "FROM_PROTOCOL_DEFAULT" => false,
+            Some(EnumValue::Name(n)) if n == "FROM_REQUEST_PORT" => true,
+            Some(EnumValue::Number(0)) => false,
+            Some(EnumValue::Number(1)) => true,
+            Some(_) => {
+                out.push(
+                    Code::VS_REDIRECT_INVALID,
+                    format!("{at}.redirect.derivePort"),
+                    "derivePort must be FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
+                );
+                false
+            }
+        };
+        if port.is_some() && red.derive_port.is_some() {
+            out.push(
+                Code::VS_REDIRECT_INVALID,
+                format!("{at}.redirect"),
+                "redirect may set port or derivePort, not both",
+            );
+        }
         HttpAction::Redirect {
             uri: (!red.uri.is_empty()).then(|| red.uri.clone()),
             authority: (!red.authority.is_empty()).then(|| red.authority.clone()),
             port,
             scheme: (!red.scheme.is_empty()).then(|| red.scheme.clone()),
+            port_from_request,
             code: code.clamp(300, 399) as u16,
         }
     } else if let Some(dr) = &r.direct_response {
