@@ -319,6 +319,14 @@ impl<'a> Findings<'a> {
         });
     }
 
+    /// Record a finding whose line is already known (syntax errors).
+    pub fn push_at_line(&mut self, code: Code, line: usize, message: impl Into<String>) {
+        self.push(code, "", message);
+        if let Some(f) = self.out.last_mut() {
+            f.line = line.max(1);
+        }
+    }
+
     /// Errors recorded through this collector.
     pub fn errors(&self) -> usize {
         self.errors

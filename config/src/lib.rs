@@ -77,6 +77,15 @@ impl Build {
         self.findings.iter().filter(|f| f.is_error()).count()
     }
 
+    /// Every error, printed, one per entry.
+    pub fn error_messages(&self) -> Vec<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.is_error())
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Number of warnings.
     pub fn warnings(&self) -> usize {
         self.findings.len() - self.errors()

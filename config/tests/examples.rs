@@ -37,13 +37,7 @@ fn each_example_file_is_valid_alone() {
     assert!(files.len() >= 16, "{files:?}");
     for f in files {
         let b = build(&[source(&f)], Some(&mesh()), &Options::default());
-        let errors: Vec<String> = b
-            .findings
-            .iter()
-            .filter(|f| f.is_error())
-            .map(ToString::to_string)
-            .collect();
-        assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+        assert_eq!(b.errors(), 0, "{}: {:#?}", f.display(), b.error_messages());
         assert!(b.table.is_some());
     }
 }

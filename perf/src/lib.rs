@@ -122,13 +122,7 @@ mod tests {
             service_entries_yaml(300),
         ] {
             let b = build(&[Source::new("gen.yaml", yaml)], None, &Options::default());
-            let errors: Vec<String> = b
-                .findings
-                .iter()
-                .filter(|f| f.is_error())
-                .map(ToString::to_string)
-                .collect();
-            assert!(errors.is_empty(), "{errors:#?}");
+            assert_eq!(b.errors(), 0, "{:#?}", b.error_messages());
         }
     }
 }

@@ -78,44 +78,28 @@ pub fn parse_source(index: usize, source: &Source) -> (Vec<Object>, Vec<Finding>
         Err(e) => {
             let valid = &source.bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let mut out = Findings::new(
-                &mut findings,
-                &file,
-                Origin {
-                    file: index,
-                    ..Origin::default()
-                },
-                None,
-            );
-            out.push(
+            let origin = Origin {
+                file: index,
+                ..Origin::default()
+            };
+            Findings::new(&mut findings, &file, origin, None).push_at_line(
                 Code::YAML_PARSE,
-                "",
+                line,
                 format!("cannot parse: not valid UTF-8 at byte {}", e.valid_up_to()),
             );
-            if let Some(f) = findings.last_mut() {
-                f.line = line;
-            }
             return (objects, findings);
         }
     };
     if let Some(line) = excessive_flow_nesting(text) {
-        let mut out = Findings::new(
-            &mut findings,
-            &file,
-            Origin {
-                file: index,
-                ..Origin::default()
-            },
-            None,
-        );
-        out.push(
+        let origin = Origin {
+            file: index,
+            ..Origin::default()
+        };
+        Findings::new(&mut findings, &file, origin, None).push_at_line(
             Code::YAML_PARSE,
-            "",
+            line,
             format!("cannot parse: brackets nested deeper than {MAX_FLOW_DEPTH} levels"),
         );
-        if let Some(f) = findings.last_mut() {
-            f.line = line;
-        }
         return (objects, findings);
     }
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -127,11 +111,12 @@ pub fn parse_source(index: usize, source: &Source) -> (Vec<Object>, Vec<Finding>
         match Value::deserialize(de) {
             Ok(value) => decode_document(value, &file, origin, &mut objects, &mut findings),
             Err(e) => {
-                let mut out = Findings::new(&mut findings, &file, origin, None);
-                out.push(Code::YAML_PARSE, "", format!("cannot parse: {e}"));
-                if let (Some(f), Some(loc)) = (findings.last_mut(), e.location()) {
-                    f.line = loc.line();
-                }
+                let line = e.location().map_or(1, |l| l.line());
+                Findings::new(&mut findings, &file, origin, None).push_at_line(
+                    Code::YAML_PARSE,
+                    line,
+                    format!("cannot parse: {e}"),
+                );
                 // A syntax error ends the stream: nothing after it can be trusted.
                 break;
             }

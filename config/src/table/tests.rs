@@ -26,13 +26,7 @@ fn table_ns(
         ..Options::default()
     };
     let b = build(&[Source::new("t.yaml", yaml)], Some(&mesh), &opts);
-    let errors: Vec<String> = b
-        .findings
-        .iter()
-        .filter(|f| f.is_error())
-        .map(ToString::to_string)
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(b.errors() == 0, "{:#?}", b.error_messages());
     b.table.expect("valid configuration compiles")
 }
 
