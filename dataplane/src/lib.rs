@@ -7,3 +7,4 @@
 
 pub mod cli;
 pub mod config_files;
+pub mod detect;
