@@ -27,6 +27,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the compiled route table as the proxy would use it.
     Routes(RoutesArgs),
+    /// Run the proxy.
+    Run(crate::run::RunArgs),
 }
 
 /// Where the configuration comes from.

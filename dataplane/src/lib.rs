@@ -5,6 +5,14 @@
 //! configuration means lives in `dataplane-config`.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod cli;
 pub mod config_files;
+pub mod conn;
 pub mod detect;
+pub mod forward;
+pub mod run;
+pub mod runtime;
+pub mod snapshot;
+pub mod sys;
+pub mod upstream;

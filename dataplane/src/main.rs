@@ -10,5 +10,6 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Validate(args) => dataplane::cli::validate(args),
         Command::Routes(args) => dataplane::cli::routes(args),
+        Command::Run(args) => dataplane::run::run(args),
     }
 }

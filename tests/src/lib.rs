@@ -70,3 +70,139 @@ pub fn dataplane_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         Err(e) => panic!("cannot run {}: {e}", binary().display()),
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("local_addr: {e}"))
+}
+
+/// A running `dataplane run`, killed on drop. Its stdout (the access log) goes to a file.
+pub struct Proxy {
+    child: std::process::Child,
+    /// Directory holding the configuration and the logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start the proxy on `config` (YAML) with `mesh` (YAML) and extra arguments, and wait
+    /// until `ready_port` on 127.0.0.1 accepts connections.
+    pub fn start(config: &str, mesh: &str, args: &[&str], ready_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let conf = dir.path().join("config");
+        std::fs::create_dir(&conf).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(conf.join("config.yaml"), config).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap_or_else(|e| panic!("{e}"));
+        let stdout =
+            std::fs::File::create(dir.path().join("access.log")).unwrap_or_else(|e| panic!("{e}"));
+        let stderr =
+            std::fs::File::create(dir.path().join("proxy.log")).unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--mesh")
+            .arg(dir.path().join("mesh.yaml"))
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DATAPLANE_")) {
+            cmd.env_remove(k);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+        let proxy = Self { child, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", ready_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "proxy did not listen on {ready_port}:\n{}",
+                proxy.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    /// The proxy's own log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait until the access log has at least `n` lines, and return them.
+    pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP server on 127.0.0.1 that greets every connection with `banner`, records what it
+/// receives, and echoes it back until the client half-closes.
+pub struct Upstream {
+    /// Its port.
+    pub port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Upstream {
+    /// Start one.
+    pub fn start(banner: &'static [u8]) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.write_all(banner);
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                got.extend_from_slice(&buf[..n]);
+                                let _ = conn.write_all(&buf[..n]);
+                            }
+                        }
+                    }
+                    if let Ok(mut r) = record.lock() {
+                        r.push(got);
+                    }
+                });
+            }
+        });
+        Self { port, received }
+    }
+
+    /// What each finished connection sent, in order of completion.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,76 @@
+//! Forwarding bytes both ways at once, the detection prefix first, half-close propagated, byte
+//! counts kept. Buffers start at 16 KiB and double (to 256 KiB) while reads fill them: bulk
+//! streams get large buffers, idle and interactive connections stay small.
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+const MIN_BUFFER: usize = 16 * 1024;
+const MAX_BUFFER: usize = 256 * 1024;
+
+/// Bytes moved and how each direction ended.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// Client -> upstream, prefix included.
+    pub to_upstream: u64,
+    /// Upstream -> client.
+    pub to_client: u64,
+    /// The first error either direction met, if any.
+    pub error: Option<std::io::Error>,
+}
+
+async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
+    r: &mut R,
+    w: &mut W,
+) -> (u64, Option<std::io::Error>) {
+    let mut total = 0u64;
+    let mut buf = Vec::with_capacity(MIN_BUFFER);
+    loop {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        let n = match res {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return (total, Some(e)),
+        };
+        let full = n == buf.capacity();
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if let Err(e) = res {
+            return (total, Some(e));
+        }
+        total += n as u64;
+        buf.clear();
+        if full && buf.capacity() < MAX_BUFFER {
+            buf.reserve_exact(buf.capacity() * 2);
+        }
+    }
+    // Half-close: the peer learns this direction is done; the other keeps flowing.
+    let _ = w.shutdown().await;
+    (total, None)
+}
+
+/// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection)
+/// upstream first.
+pub async fn forward(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> Forwarded {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let prefix_len = prefix.len() as u64;
+    let up = async {
+        if !prefix.is_empty() {
+            let (res, _) = uw.write_all(prefix).await;
+            if let Err(e) = res {
+                return (0, Some(e));
+            }
+        }
+        let (n, e) = copy(&mut cr, &mut uw).await;
+        (n + prefix_len, e)
+    };
+    let down = copy(&mut ur, &mut cw);
+    let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
+    Forwarded {
+        to_upstream,
+        to_client,
+        error: e1.or(e2),
+    }
+}

@@ -1,0 +1,176 @@
+//! `dataplane run`: load the configuration, start the workers, serve.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use dataplane_config::{Options, build, validate::RESERVED_PORTS};
+
+use crate::config_files;
+use crate::runtime::{self, Capture, Settings};
+use crate::snapshot::Published;
+
+/// Exit code for a configuration that cannot be served (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    dataplane_config::duration::parse(s)
+}
+
+fn mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("invalid mark {s:?}: {e}"))
+}
+
+/// `dataplane run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Files or directories of Istio YAML (repeatable).
+    #[arg(long, env = "DATAPLANE_CONFIG", required = true, value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// MeshConfig file.
+    #[arg(long, env = "DATAPLANE_MESH")]
+    pub mesh: Option<PathBuf>,
+    /// The namespace the proxy serves.
+    #[arg(long, env = "DATAPLANE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// How connections reach the proxy.
+    #[arg(
+        long,
+        env = "DATAPLANE_CAPTURE",
+        value_enum,
+        default_value = "redirect"
+    )]
+    pub capture: Capture,
+    /// The capture port (redirect, tproxy).
+    #[arg(long, env = "DATAPLANE_OUTBOUND_PORT", default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "DATAPLANE_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Admin address (/ready, /stats/prometheus, /config_dump): not served yet.
+    #[arg(long, env = "DATAPLANE_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "DATAPLANE_WORKERS")]
+    pub workers: Option<usize>,
+    /// DNS servers for DNS-resolved upstreams: not used yet.
+    #[arg(long, env = "DATAPLANE_DNS_SERVER", value_delimiter = ',')]
+    pub dns_server: Vec<SocketAddr>,
+    /// SO_MARK on upstream sockets, so capture rules can exempt them (0 disables).
+    #[arg(long, env = "DATAPLANE_MARK", default_value = "0x539", value_parser = mark)]
+    pub mark: u32,
+    /// How long to wait for a ClientHello or request line (Decisions 9).
+    #[arg(long, env = "DATAPLANE_DETECT_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub detect_timeout: Duration,
+    /// Graceful drain bound: not used yet.
+    #[arg(long, env = "DATAPLANE_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Istio status port (/healthz/ready): not served yet.
+    #[arg(long, env = "DATAPLANE_STATUS_PORT", default_value_t = 15021)]
+    pub status_port: u16,
+    /// Istio Prometheus port: not served yet.
+    #[arg(long, env = "DATAPLANE_PROMETHEUS_PORT", default_value_t = 15090)]
+    pub prometheus_port: u16,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DATAPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// Run the proxy until killed.
+pub fn run(args: &RunArgs) -> ExitCode {
+    init_logging();
+    let sources = match config_files::read_sources(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mesh = match config_files::read_mesh(args.mesh.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut reserved: Vec<u16> = RESERVED_PORTS.to_vec();
+    reserved.extend([
+        args.admin.port(),
+        args.outbound_port,
+        args.status_port,
+        args.prometheus_port,
+    ]);
+    let exists = config_files::file_exists;
+    let opts = Options {
+        namespace: &args.namespace,
+        reserved_ports: &reserved,
+        file_exists: Some(&exists),
+        ..Options::default()
+    };
+    let built = build(&sources, mesh.as_ref(), &opts);
+    for f in &built.findings {
+        if f.is_error() {
+            tracing::error!("{f}")
+        } else {
+            tracing::warn!("{f}")
+        }
+    }
+    let Some(table) = built.table else {
+        tracing::error!(
+            "the configuration is invalid ({} error(s)): not starting",
+            built.errors()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    for unserved in [
+        "admin",
+        "status port",
+        "prometheus port",
+        "DNS servers",
+        "drain",
+    ] {
+        tracing::debug!("{unserved}: not served by this build yet");
+    }
+    let settings = Settings {
+        capture: args.capture,
+        outbound_port: args.outbound_port,
+        bind: args.bind,
+        mark: args.mark,
+        detect_timeout: args.detect_timeout,
+        connect_timeout: table.connect_timeout,
+    };
+    let addresses = runtime::listen_addresses(&settings, &table.ports());
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let published = Arc::new(Published::new(table));
+    let handles = match runtime::start(published, settings, workers, addresses.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listening: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    tracing::info!(capture = ?args.capture, listening = %listening.join(" "), "serving");
+    for h in handles {
+        let _ = h.join();
+    }
+    ExitCode::SUCCESS
+}

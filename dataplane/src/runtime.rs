@@ -1,0 +1,182 @@
+//! Workers: one OS thread per core, pinned, each running its own monoio runtime (io_uring, or
+//! epoll when the kernel refuses io_uring) with its own SO_REUSEPORT listeners. Workers share
+//! nothing mutable but the published table, read through [`crate::snapshot::Local`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use monoio::{FusionDriver, RuntimeBuilder};
+use socket2::{Domain, Socket, Type};
+
+use crate::conn::{self, Worker};
+use crate::snapshot::{Local, Published};
+use crate::upstream::Balancer;
+
+/// How connections reach the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Capture {
+    /// iptables/nftables REDIRECT to the outbound port; the destination is SO_ORIGINAL_DST.
+    Redirect,
+    /// TPROXY to the outbound port; the socket's local address is the destination.
+    Tproxy,
+    /// Every ServiceEntry port bound on --bind; the local address is the destination.
+    Listeners,
+}
+
+/// What every worker needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Capture mode.
+    pub capture: Capture,
+    /// The capture port (redirect, tproxy).
+    pub outbound_port: u16,
+    /// The address listeners bind to.
+    pub bind: IpAddr,
+    /// SO_MARK on upstream sockets (0: none).
+    pub mark: u32,
+    /// Detection bound in time.
+    pub detect_timeout: Duration,
+    /// Connect timeout for passthrough (clusters carry their own).
+    pub connect_timeout: Duration,
+}
+
+fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if transparent {
+        if addr.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?
+        } else {
+            socket.set_ip_transparent_v6(true)?
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// The addresses a worker listens on.
+pub fn listen_addresses(settings: &Settings, service_ports: &[u16]) -> Vec<SocketAddr> {
+    match settings.capture {
+        Capture::Listeners => service_ports
+            .iter()
+            .map(|&p| SocketAddr::new(settings.bind, p))
+            .collect(),
+        Capture::Redirect | Capture::Tproxy => {
+            vec![SocketAddr::new(settings.bind, settings.outbound_port)]
+        }
+    }
+}
+
+/// Start `workers` pinned workers. Returns once every worker has bound its listeners (or the
+/// first error).
+pub fn start(
+    published: Arc<Published>,
+    settings: Settings,
+    workers: usize,
+    addresses: Vec<SocketAddr>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let uring = monoio::utils::detect_uring();
+    if uring {
+        tracing::info!(workers, "I/O driver: io_uring");
+    } else {
+        tracing::warn!(workers, "I/O driver: epoll (the kernel refused io_uring)");
+    }
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let published = published.clone();
+        let settings = settings.clone();
+        let addresses = addresses.clone();
+        let ready = ready_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                if let Err(e) = monoio::utils::bind_to_cpu_set([id % cores]) {
+                    tracing::warn!(worker = id, "cannot pin to a core: {e:?}");
+                }
+                let listeners: Result<Vec<_>, String> = addresses
+                    .iter()
+                    .map(|a| {
+                        listen(*a, settings.capture == Capture::Tproxy)
+                            .map_err(|e| format!("cannot listen on {a}: {e}"))
+                    })
+                    .collect();
+                let listeners = match listeners {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let mut runtime = match RuntimeBuilder::<FusionDriver>::new()
+                    .enable_timer()
+                    .with_entries(1024)
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("cannot build the runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let local = Rc::new(Local::new(published));
+                    let worker = Rc::new(Worker {
+                        settings: Rc::new(settings),
+                        balancer: Balancer::default(),
+                        rng: std::cell::RefCell::new(fastrand::Rng::new()),
+                    });
+                    for l in listeners {
+                        match monoio::net::TcpListener::from_std(l) {
+                            Ok(l) => {
+                                monoio::spawn(accept_loop(l, local.clone(), worker.clone()));
+                            }
+                            Err(e) => {
+                                let _ = ready.send(Err(format!("cannot register a listener: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready.send(Ok(()));
+                    std::future::pending::<()>().await;
+                });
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!(e),
+            Err(_) => anyhow::bail!("a worker exited while starting"),
+        }
+    }
+    Ok(handles)
+}
+
+async fn accept_loop(listener: monoio::net::TcpListener, local: Rc<Local>, worker: Rc<Worker>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let table = local.current();
+                monoio::spawn(conn::serve(worker.clone(), table, stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off and keep serving the connections we have.
+                tracing::warn!("accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The L4 proxy against real sockets on loopback, `listeners` capture: VIP demultiplexing with
+//! server-first upstreams, SNI routing with real ClientHello bytes forwarded byte for byte,
+//! REGISTRY_ONLY refusals, and bulk transfers both ways at once with half-close.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use dataplane_tests::{Proxy, Upstream, free_port};
+
+const REGISTRY_ONLY: &str = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
+const CURL_HELLO: &[u8] = include_bytes!("../../dataplane/testdata/client_hello_curl.bin");
+
+fn se(name: &str, body: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n{body}"
+    )
+}
+
+fn static_tcp(name: &str, vip: &str, port: u16, upstream: u16) -> String {
+    se(
+        name,
+        &format!(
+            "  hosts: [{name}.example.com]\n  addresses: [{vip}]\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {upstream}}}}}]\n"
+        ),
+    )
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// Reads until EOF; `None` when the connection was reset.
+fn read_to_end(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok().map(|_| out)
+}
+
+/// A ClientHello for `name` (15 bytes, like api.example.com): the curl capture with its server
+/// name replaced.
+fn hello_for(name: &str) -> Vec<u8> {
+    assert_eq!(name.len(), 15);
+    let at = CURL_HELLO
+        .windows(15)
+        .position(|w| w == b"api.example.com")
+        .unwrap();
+    let mut hello = CURL_HELLO.to_vec();
+    hello[at..at + 15].copy_from_slice(name.as_bytes());
+    hello
+}
+
+#[test]
+fn tcp_services_share_a_port_by_vip() {
+    let (a, b) = (Upstream::start(b"A\n"), Upstream::start(b"B\n"));
+    let port = free_port();
+    let config = static_tcp("db-a", "127.0.0.2", port, a.port)
+        + &static_tcp("db-b", "127.0.0.3", port, b.port);
+    let proxy = Proxy::start(
+        &config,
+        REGISTRY_ONLY,
+        &["--capture", "listeners", "--workers", "2"],
+        port,
+    );
+
+    for (vip, banner, upstream) in [("127.0.0.2", b"A\n", &a), ("127.0.0.3", b"B\n", &b)] {
+        let mut s = connect(&format!("{vip}:{port}"));
+        // The upstream speaks first: the proxy dialled it on accept, without waiting for us.
+        assert_eq!(read_exact(&mut s, 2), banner);
+        s.write_all(b"ping").unwrap();
+        assert_eq!(read_exact(&mut s, 4), b"ping");
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_end(&mut s), Some(Vec::new()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while upstream.received().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(upstream.received(), vec![b"ping".to_vec()]);
+    }
+
+    // An address that is no service's VIP: closed without a byte under REGISTRY_ONLY.
+    let mut s = connect(&format!("127.0.0.4:{port}"));
+    assert!(read_to_end(&mut s).is_none_or(|b| b.is_empty()));
+
+    let log = proxy.wait_access_log(3);
+    let outcomes: Vec<(String, String)> = log
+        .iter()
+        .map(|l| {
+            (
+                l["outcome"].as_str().unwrap_or_default().to_owned(),
+                l["cluster"]
+                    .as_str()
+                    .unwrap_or_else(|| l["reason"].as_str().unwrap_or_default())
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&(
+            "forwarded".into(),
+            format!("outbound|{port}||db-a.example.com")
+        )),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(
+            "forwarded".into(),
+            format!("outbound|{port}||db-b.example.com")
+        )),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("denied".into(), "registry_only".into())),
+        "{outcomes:?}"
+    );
+    let forwarded = log.iter().find(|l| l["outcome"] == "forwarded").unwrap();
+    assert_eq!(forwarded["bytes_sent"], 4);
+    assert_eq!(forwarded["bytes_received"], 6);
+}
+
+#[test]
+fn tls_routed_by_sni_bytes_forwarded_exactly() {
+    let (api, wild) = (Upstream::start(b"C"), Upstream::start(b"D"));
+    let port = free_port();
+    let config = se(
+        "api",
+        &format!(
+            "  hosts: [api.example.com]\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
+            api.port
+        ),
+    ) + &se(
+        "wild",
+        &format!(
+            "  hosts: ['*.w.example.com']\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
+            wild.port
+        ),
+    );
+    let proxy = Proxy::start(&config, REGISTRY_ONLY, &["--capture", "listeners"], port);
+
+    for (hello, banner) in [
+        (CURL_HELLO.to_vec(), b"C"),
+        (hello_for("x.w.example.com"), b"D"),
+    ] {
+        let mut s = connect(&format!("127.0.0.1:{port}"));
+        // The hello in three segments: the proxy must wait for all of it.
+        for part in hello.chunks(200) {
+            s.write_all(part).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(read_exact(&mut s, 1), banner);
+        assert_eq!(
+            read_exact(&mut s, hello.len()),
+            hello,
+            "echoed byte for byte"
+        );
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_end(&mut s), Some(Vec::new()));
+    }
+
+    // Unregistered SNI: closed after the ClientHello, no upstream contacted.
+    let mut s = connect(&format!("127.0.0.1:{port}"));
+    s.write_all(&hello_for("api.example.org")).unwrap();
+    assert!(read_to_end(&mut s).is_none_or(|b| b.is_empty()));
+
+    // (The readiness probe of Proxy::start is in the log too: a connection closed during
+    // detection.)
+    let log = proxy.wait_access_log(4);
+    let denied = log
+        .iter()
+        .find(|l| l["outcome"] == "denied" && l["sni"].is_string())
+        .expect("a denial");
+    assert_eq!(denied["sni"], "api.example.org");
+    assert_eq!(denied["reason"], "registry_only");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(api.received(), vec![CURL_HELLO.to_vec()]);
+    assert_eq!(wild.received(), vec![hello_for("x.w.example.com")]);
+}
+
+/// A deterministic byte stream.
+fn pattern(seed: u64, len: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut x = seed | 1;
+    let mut left = len;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(64 * 1024);
+        left -= n;
+        Some(
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect(),
+        )
+    })
+}
+
+fn checksum(data: &[u8], mut h: u64) -> u64 {
+    for &b in data {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn bulk_both_ways_at_once_with_half_close() {
+    const LEN: usize = 256 << 20;
+    let expect_up = pattern(1, LEN).fold(0xcbf2_9ce4_8422_2325, |h, c| checksum(&c, h));
+    let expect_down = pattern(2, LEN).fold(0xcbf2_9ce4_8422_2325, |h, c| checksum(&c, h));
+    // Upstream: sends its stream while reading ours, then closes after our EOF.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for chunk in pattern(2, LEN) {
+                writer.write_all(&chunk).unwrap();
+            }
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut reader = conn;
+        let (mut h, mut total, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0; 1 << 16]);
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h = checksum(&buf[..n], h);
+            total += n;
+        }
+        sender.join().unwrap();
+        (h, total)
+    });
+    let port = free_port();
+    let proxy = Proxy::start(
+        &static_tcp("bulk", "127.0.0.5", port, upstream_port),
+        REGISTRY_ONLY,
+        &["--capture", "listeners"],
+        port,
+    );
+    let client = connect(&format!("127.0.0.5:{port}"));
+    let mut writer = client.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for chunk in pattern(1, LEN) {
+            writer.write_all(&chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = client;
+    let (mut h, mut total, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0; 1 << 16]);
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h = checksum(&buf[..n], h);
+        total += n;
+    }
+    sender.join().unwrap();
+    let (server_h, server_total) = server.join().unwrap();
+    assert_eq!(
+        (total, h),
+        (LEN, expect_down),
+        "upstream -> client byte-exact"
+    );
+    assert_eq!(
+        (server_total, server_h),
+        (LEN, expect_up),
+        "client -> upstream byte-exact"
+    );
+    let log = proxy.wait_access_log(2);
+    let forwarded = log
+        .iter()
+        .find(|l| l["outcome"] == "forwarded")
+        .expect("the bulk connection");
+    assert_eq!(forwarded["bytes_sent"], LEN as u64);
+    assert_eq!(forwarded["bytes_received"], LEN as u64);
+}
