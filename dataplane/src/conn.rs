@@ -40,6 +40,8 @@ pub struct Worker {
     pub settings: Rc<Settings>,
     /// Per-worker least-request state.
     pub balancer: Balancer,
+    /// Per-worker DNS resolver and cache.
+    pub resolver: crate::dns::resolver::Resolver,
     /// Per-worker random numbers.
     pub rng: std::cell::RefCell<fastrand::Rng>,
 }
@@ -102,7 +104,7 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
             log.cluster = Some("PassthroughCluster".into());
             Pick::Address(dst, settings.connect_timeout)
         }
-        Decision::Forward(target) => Pick::Target(target),
+        Decision::Forward(target) => Pick::Target(target, log.sni.clone()),
         Decision::Http(id) => {
             // Until the HTTP router: route the connection by its first request's Host.
             let (prefix, host) = match read_host(&mut client, prefix, settings.detect_timeout).await
@@ -122,7 +124,7 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
                         worker,
                         client,
                         prefix,
-                        dst,
+                        &[dst],
                         settings.connect_timeout,
                         log,
                     )
@@ -136,16 +138,14 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
                             .and_then(|r| r.destinations.first())
                             .and_then(|d| d.cluster)
                     });
+                    // DYNAMIC_DNS resolves the Host the client asked for (port removed).
+                    let name = dataplane_config::table::host::http_host(&host)
+                        .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase());
                     match cluster {
                         Some(c) => {
+                            let target = Target::Cluster(c);
                             return forward_to(
-                                worker,
-                                table,
-                                client,
-                                prefix,
-                                &Target::Cluster(c),
-                                dst,
-                                log,
+                                worker, table, client, prefix, &target, dst, name, log,
                             )
                             .await;
                         }
@@ -157,17 +157,20 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
     };
     match upstream {
         Pick::Address(addr, timeout) => {
-            connect_and_forward(worker, client, prefix, addr, timeout, log).await
+            connect_and_forward(worker, client, prefix, &[addr], timeout, log).await
         }
-        Pick::Target(target) => forward_to(worker, table, client, prefix, target, dst, log).await,
+        Pick::Target(target, sni) => {
+            forward_to(worker, table, client, prefix, target, dst, sni, log).await
+        }
     }
 }
 
 enum Pick<'t> {
     Address(SocketAddr, Duration),
-    Target(&'t Target),
+    Target(&'t Target, Option<String>),
 }
 
+#[allow(clippy::too_many_arguments)] // the connection's whole context, passed once
 async fn forward_to(
     worker: &Worker,
     table: &RouteTable,
@@ -175,42 +178,65 @@ async fn forward_to(
     prefix: Vec<u8>,
     target: &Target,
     dst: SocketAddr,
+    requested: Option<String>,
     log: &mut Entry,
 ) {
-    let mut rng = worker.rng.borrow().clone();
-    let chosen = upstream::cluster_for(table, target, dst, &mut rng).and_then(|c| {
-        log.cluster = Some(c.name.clone());
-        worker
-            .balancer
-            .choose(c, dst, &mut rng)
-            .map(|a| (a, c.connect_timeout))
-    });
-    *worker.rng.borrow_mut() = rng;
-    match chosen {
-        Ok((addr, timeout)) => {
-            connect_and_forward(worker, client, prefix, addr, timeout, log).await
+    let mut rng = fastrand::Rng::with_seed(worker.rng.borrow_mut().u64(..));
+    let cluster = match upstream::cluster_for(table, target, dst, &mut rng) {
+        Ok(c) => c,
+        Err(e) => return fail(log, e.reason()),
+    };
+    log.cluster = Some(cluster.name.clone());
+    let candidates = worker
+        .balancer
+        .candidates(
+            cluster,
+            dst,
+            requested.as_deref(),
+            &worker.resolver,
+            &mut rng,
+        )
+        .await;
+    match candidates {
+        Ok(addrs) => {
+            connect_and_forward(worker, client, prefix, &addrs, cluster.connect_timeout, log).await
         }
         Err(e) => fail(log, e.reason()),
     }
 }
 
+/// Connect to the first of `addrs` that accepts (failing over on connect errors), then
+/// forward.
 async fn connect_and_forward(
     worker: &Worker,
     client: TcpStream,
     prefix: Vec<u8>,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     timeout: Duration,
     log: &mut Entry,
 ) {
+    let mut last: Option<UpstreamError> = None;
+    let mut connected = None;
+    for &addr in addrs {
+        match upstream::connect(addr, worker.settings.mark, timeout).await {
+            Ok(s) => {
+                connected = Some((addr, s));
+                break;
+            }
+            Err(e) => {
+                log.upstream = Some(addr);
+                last = Some(e);
+            }
+        }
+    }
+    let Some((addr, upstream)) = connected else {
+        return fail(
+            log,
+            last.map_or_else(|| "no upstream address".to_owned(), |e| e.reason()),
+        );
+    };
     log.upstream = Some(addr);
     let _lease = worker.balancer.lease(addr);
-    let upstream = match upstream::connect(addr, worker.settings.mark, timeout).await {
-        Ok(s) => s,
-        Err(e @ (UpstreamError::ConnectTimeout | UpstreamError::Connect(_))) => {
-            return fail(log, e.reason());
-        }
-        Err(e) => return fail(log, e.reason()),
-    };
     let done = forward(client, upstream, prefix).await;
     log.bytes_sent = done.to_upstream;
     log.bytes_received = done.to_client;

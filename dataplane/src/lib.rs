@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config_files;
 pub mod conn;
 pub mod detect;
+pub mod dns;
 pub mod forward;
 pub mod run;
 pub mod runtime;

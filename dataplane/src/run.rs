@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "DATAPLANE_WORKERS")]
     pub workers: Option<usize>,
-    /// DNS servers for DNS-resolved upstreams: not used yet.
+    /// DNS servers for DNS-resolved upstreams (default: the nameservers of /etc/resolv.conf).
     #[arg(long, env = "DATAPLANE_DNS_SERVER", value_delimiter = ',')]
     pub dns_server: Vec<SocketAddr>,
     /// SO_MARK on upstream sockets, so capture rules can exempt them (0 disables).
@@ -137,13 +137,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    for unserved in [
-        "admin",
-        "status port",
-        "prometheus port",
-        "DNS servers",
-        "drain",
-    ] {
+    let dns_servers = if args.dns_server.is_empty() {
+        crate::dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        args.dns_server.clone()
+    };
+    if dns_servers.is_empty() {
+        tracing::warn!(
+            "no DNS server (--dns-server, /etc/resolv.conf): DNS-resolved services will fail"
+        );
+    }
+    for unserved in ["admin", "status port", "prometheus port", "drain"] {
         tracing::debug!("{unserved}: not served by this build yet");
     }
     let settings = Settings {
@@ -153,6 +157,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         mark: args.mark,
         detect_timeout: args.detect_timeout,
         connect_timeout: table.connect_timeout,
+        dns_servers,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args

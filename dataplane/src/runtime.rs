@@ -42,6 +42,8 @@ pub struct Settings {
     pub detect_timeout: Duration,
     /// Connect timeout for passthrough (clusters carry their own).
     pub connect_timeout: Duration,
+    /// DNS servers, in order.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpListener> {
@@ -132,9 +134,14 @@ pub fn start(
                 };
                 runtime.block_on(async move {
                     let local = Rc::new(Local::new(published));
+                    let resolver = crate::dns::resolver::Resolver::new(
+                        settings.dns_servers.clone(),
+                        settings.mark,
+                    );
                     let worker = Rc::new(Worker {
                         settings: Rc::new(settings),
                         balancer: Balancer::default(),
+                        resolver,
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
                     });
                     for l in listeners {

@@ -14,6 +14,7 @@ use dataplane_config::table::{
 use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
+use crate::dns::resolver::Resolver;
 use crate::sys;
 
 /// Why no upstream could be chosen or reached.
@@ -25,6 +26,8 @@ pub enum UpstreamError {
     NoEndpoints,
     /// The cluster needs something this build does not do yet.
     Unsupported(&'static str),
+    /// The upstream name did not resolve.
+    Dns(String),
     /// The connect attempt timed out.
     ConnectTimeout,
     /// The connect attempt failed.
@@ -38,6 +41,7 @@ impl UpstreamError {
             Self::NoCluster => "no_cluster".into(),
             Self::NoEndpoints => "no_healthy_upstream".into(),
             Self::Unsupported(what) => format!("unsupported: {what}"),
+            Self::Dns(why) => format!("dns: {why}"),
             Self::ConnectTimeout => "connect_timeout".into(),
             Self::Connect(e) => format!("connect_failed: {e}"),
         }
@@ -98,6 +102,22 @@ pub fn cluster_for<'t>(
 #[derive(Debug, Default)]
 pub struct Balancer {
     active: RefCell<HashMap<SocketAddr, u32>>,
+    /// Rotation of resolved addresses.
+    next: std::cell::Cell<usize>,
+}
+
+/// A weighted random pick among `(item, weight)`; weights of zero count as one.
+fn weighted_pick<T: Copy>(items: &[(T, u32)], rng: &mut fastrand::Rng) -> T {
+    let total: u64 = items.iter().map(|(_, w)| u64::from((*w).max(1))).sum();
+    let mut at = rng.u64(0..total.max(1));
+    for (item, w) in items {
+        let w = u64::from((*w).max(1));
+        if at < w {
+            return *item;
+        }
+        at -= w;
+    }
+    items[0].0
 }
 
 /// An active connection counted against its endpoint until dropped.
@@ -116,17 +136,22 @@ impl Drop for Lease<'_> {
 }
 
 impl Balancer {
-    /// Choose the address for `cluster` (Istio's default LEAST_REQUEST, as power of two
-    /// choices between weighted random picks) given the original destination.
-    pub fn choose(
+    /// The addresses to try for `cluster`, in order (connect failures fail over to the next):
+    /// the original destination (NONE); one least-request pick, as power of two weighted
+    /// choices, among static endpoints (Istio's default LEAST_REQUEST); every resolved address,
+    /// rotated per connection (DNS), or the first (DNS_ROUND_ROBIN); the name the client asked
+    /// for, resolved (DYNAMIC_DNS).
+    pub async fn candidates(
         &self,
         cluster: &Cluster,
         dst: SocketAddr,
+        requested: Option<&str>,
+        resolver: &Resolver,
         rng: &mut fastrand::Rng,
-    ) -> Result<SocketAddr, UpstreamError> {
+    ) -> Result<Vec<SocketAddr>, UpstreamError> {
         match &cluster.upstream {
             Upstream::OriginalDestination { port } => {
-                Ok(SocketAddr::new(dst.ip(), port.unwrap_or(dst.port())))
+                Ok(vec![SocketAddr::new(dst.ip(), port.unwrap_or(dst.port()))])
             }
             Upstream::Static(endpoints) => {
                 let inet: Vec<(SocketAddr, u32)> = endpoints
@@ -143,27 +168,60 @@ impl Balancer {
                         UpstreamError::Unsupported("unix endpoints")
                     });
                 }
-                let total: u64 = inet.iter().map(|(_, w)| u64::from(*w)).sum();
-                let mut pick = || {
-                    let mut at = rng.u64(0..total.max(1));
-                    inet.iter()
-                        .find(|(_, w)| {
-                            let hit = at < u64::from(*w);
-                            at = at.saturating_sub(u64::from(*w));
-                            hit
-                        })
-                        .map_or(inet[0].0, |(a, _)| *a)
-                };
-                let (a, b) = (pick(), pick());
+                let (a, b) = (weighted_pick(&inet, rng), weighted_pick(&inet, rng));
                 let active = self.active.borrow();
                 let load = |x: &SocketAddr| active.get(x).copied().unwrap_or(0);
-                Ok(if load(&b) < load(&a) { b } else { a })
+                Ok(vec![if load(&b) < load(&a) { b } else { a }])
             }
-            Upstream::Dns { .. } | Upstream::RequestedName { .. } => {
-                Err(UpstreamError::Unsupported("DNS resolution"))
+            Upstream::Dns {
+                targets,
+                first_address_only,
+            } => {
+                let weighted: Vec<(usize, u32)> = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i, t.weight))
+                    .collect();
+                if weighted.is_empty() {
+                    return Err(UpstreamError::NoEndpoints);
+                }
+                let target = &targets[weighted_pick(&weighted, rng)];
+                self.resolved(resolver, &target.name, target.port, *first_address_only)
+                    .await
+            }
+            Upstream::RequestedName {
+                port,
+                first_address_only,
+            } => {
+                let name = requested.ok_or(UpstreamError::Unsupported(
+                    "a wildcard service needs SNI or Host to resolve",
+                ))?;
+                self.resolved(resolver, name, *port, *first_address_only)
+                    .await
             }
             Upstream::Empty => Err(UpstreamError::NoEndpoints),
         }
+    }
+
+    async fn resolved(
+        &self,
+        resolver: &Resolver,
+        name: &str,
+        port: u16,
+        first_only: bool,
+    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+        let addrs = resolver
+            .lookup(name)
+            .await
+            .map_err(|e| UpstreamError::Dns(format!("{name}: {e}")))?;
+        if first_only {
+            return Ok(vec![SocketAddr::new(addrs[0], port)]);
+        }
+        let start = self.next.get();
+        self.next.set(start.wrapping_add(1));
+        Ok((0..addrs.len())
+            .map(|i| SocketAddr::new(addrs[(start + i) % addrs.len()], port))
+            .collect())
     }
 
     /// Count a connection against `addr` until the lease is dropped.

@@ -168,10 +168,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Start one.
+    /// Start one on 127.0.0.1 and a free port.
     pub fn start(banner: &'static [u8]) -> Self {
+        Self::serve(
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")),
+            banner,
+        )
+    }
+
+    fn serve(listener: std::net::TcpListener, banner: &'static [u8]) -> Self {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = received.clone();
@@ -204,5 +210,90 @@ impl Upstream {
     /// What each finished connection sent, in order of completion.
     pub fn received(&self) -> Vec<Vec<u8>> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Upstream {
+    /// Like [`Upstream::start`], on a given address.
+    pub fn start_on(addr: std::net::SocketAddr, banner: &'static [u8]) -> Self {
+        Self::serve(
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")),
+            banner,
+        )
+    }
+}
+
+/// A DNS server for tests: answers A queries from a table the test can change (TTL in seconds);
+/// unknown names get NXDOMAIN.
+pub struct StubDns {
+    /// Its UDP address.
+    pub addr: std::net::SocketAddr,
+    records: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::Ipv4Addr>, u32)>>,
+    >,
+}
+
+impl StubDns {
+    /// Start one on 127.0.0.1.
+    pub fn start() -> Self {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record};
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let records: std::sync::Arc<
+            std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::Ipv4Addr>, u32)>>,
+        > = Default::default();
+        let table = records.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first() else {
+                    continue;
+                };
+                let name = q
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                let mut reply = Message::new(
+                    query.metadata.id,
+                    MessageType::Response,
+                    query.metadata.op_code,
+                );
+                reply.metadata.recursion_desired = true;
+                reply.add_query(q.clone());
+                match table.lock().ok().and_then(|t| t.get(&name).cloned()) {
+                    Some((ips, ttl)) => {
+                        for ip in ips {
+                            reply.answers.push(Record::from_rdata(
+                                q.name().clone(),
+                                ttl,
+                                RData::A(A(ip)),
+                            ));
+                        }
+                    }
+                    None => reply.metadata.response_code = ResponseCode::NXDomain,
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+        });
+        Self { addr, records }
+    }
+
+    /// Set the A records of `name`.
+    pub fn set(&self, name: &str, ips: &[&str], ttl: u32) {
+        let ips = ips
+            .iter()
+            .map(|ip| ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}")))
+            .collect();
+        if let Ok(mut t) = self.records.lock() {
+            t.insert(name.to_owned(), (ips, ttl));
+        }
     }
 }
