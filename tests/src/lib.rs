@@ -223,14 +223,17 @@ impl Upstream {
     }
 }
 
+/// Name -> (A records, TTL in seconds), shared with the stub's thread.
+type RecordTable = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::Ipv4Addr>, u32)>>,
+>;
+
 /// A DNS server for tests: answers A queries from a table the test can change (TTL in seconds);
 /// unknown names get NXDOMAIN.
 pub struct StubDns {
     /// Its UDP address.
     pub addr: std::net::SocketAddr,
-    records: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::Ipv4Addr>, u32)>>,
-    >,
+    records: RecordTable,
 }
 
 impl StubDns {
@@ -241,9 +244,7 @@ impl StubDns {
         use hickory_proto::rr::{RData, Record};
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let records: std::sync::Arc<
-            std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::Ipv4Addr>, u32)>>,
-        > = Default::default();
+        let records = RecordTable::default();
         let table = records.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
