@@ -29,6 +29,8 @@ pub enum Command {
     Routes(RoutesArgs),
     /// Run the proxy.
     Run(crate::run::RunArgs),
+    /// Print (or with --apply install, with --remove delete) the nftables capture rules.
+    Capture(crate::capture::CaptureArgs),
 }
 
 /// Where the configuration comes from.

@@ -11,5 +11,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => dataplane::cli::validate(args),
         Command::Routes(args) => dataplane::cli::routes(args),
         Command::Run(args) => dataplane::run::run(args),
+        Command::Capture(args) => dataplane::capture::capture(args),
     }
 }

@@ -20,7 +20,8 @@ fn duration(s: &str) -> Result<Duration, String> {
     dataplane_config::duration::parse(s)
 }
 
-fn mark(s: &str) -> Result<u32, String> {
+/// Parse a mark: hexadecimal with `0x`, else decimal.
+pub fn parse_mark(s: &str) -> Result<u32, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
@@ -64,7 +65,7 @@ pub struct RunArgs {
     #[arg(long, env = "DATAPLANE_DNS_SERVER", value_delimiter = ',')]
     pub dns_server: Vec<SocketAddr>,
     /// SO_MARK on upstream sockets, so capture rules can exempt them (0 disables).
-    #[arg(long, env = "DATAPLANE_MARK", default_value = "0x539", value_parser = mark)]
+    #[arg(long, env = "DATAPLANE_MARK", default_value = "0x539", value_parser = parse_mark)]
     pub mark: u32,
     /// How long to wait for a ClientHello or request line (Decisions 9).
     #[arg(long, env = "DATAPLANE_DETECT_TIMEOUT", default_value = "15s", value_parser = duration)]
