@@ -71,6 +71,8 @@ pub fn dataplane_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+pub mod netns;
+
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
