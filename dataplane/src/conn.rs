@@ -42,6 +42,8 @@ pub struct Worker {
     pub balancer: Balancer,
     /// Per-worker DNS resolver and cache.
     pub resolver: crate::dns::resolver::Resolver,
+    /// Per-worker pipes for splice.
+    pub pipes: crate::forward::splice::PipePool,
     /// Per-worker random numbers.
     pub rng: std::cell::RefCell<fastrand::Rng>,
 }
@@ -237,7 +239,14 @@ async fn connect_and_forward(
     };
     log.upstream = Some(addr);
     let _lease = worker.balancer.lease(addr);
-    let done = forward(client, upstream, prefix).await;
+    let done = forward(
+        client,
+        upstream,
+        prefix,
+        worker.settings.forward,
+        &worker.pipes,
+    )
+    .await;
     log.bytes_sent = done.to_upstream;
     log.bytes_received = done.to_client;
     match done.error {

@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Istio status port (/healthz/ready): not served yet.
     #[arg(long, env = "DATAPLANE_STATUS_PORT", default_value_t = 15021)]
     pub status_port: u16,
+    /// How bytes are moved: copy through adaptive buffers, or splice through pooled pipes.
+    #[arg(long, env = "DATAPLANE_FORWARD", value_enum, default_value = "copy")]
+    pub forward: crate::forward::Mode,
     /// Istio Prometheus port: not served yet.
     #[arg(long, env = "DATAPLANE_PROMETHEUS_PORT", default_value_t = 15090)]
     pub prometheus_port: u16,
@@ -159,6 +162,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         detect_timeout: args.detect_timeout,
         connect_timeout: table.connect_timeout,
         dns_servers,
+        forward: args.forward,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args

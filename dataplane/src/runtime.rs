@@ -44,6 +44,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// DNS servers, in order.
     pub dns_servers: Vec<SocketAddr>,
+    /// How bytes are moved.
+    pub forward: crate::forward::Mode,
 }
 
 fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpListener> {
@@ -142,6 +144,7 @@ pub fn start(
                         settings: Rc::new(settings),
                         balancer: Balancer::default(),
                         resolver,
+                        pipes: crate::forward::splice::PipePool::default(),
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
                     });
                     for l in listeners {

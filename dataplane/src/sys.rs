@@ -1,10 +1,11 @@
 //! The crate's only `unsafe`: borrowing a runtime socket's file descriptor as a `socket2`
-//! reference, so socket options (original destination, mark, transparent) can be read and set
-//! through socket2's safe API.
+//! reference (so socket options are read and set through socket2's safe API), and the
+//! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding.
 #![allow(unsafe_code)]
 
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::SockRef;
 
@@ -19,7 +20,7 @@ pub fn with_socket<R>(socket: &impl AsRawFd, f: impl FnOnce(&SockRef<'_>) -> R) 
 
 /// The destination a connection had before an iptables/nftables REDIRECT (SO_ORIGINAL_DST for
 /// IPv4, IP6T_SO_ORIGINAL_DST for IPv6).
-pub fn original_dst(socket: &impl AsRawFd, local: SocketAddr) -> std::io::Result<SocketAddr> {
+pub fn original_dst(socket: &impl AsRawFd, local: SocketAddr) -> io::Result<SocketAddr> {
     with_socket(socket, |s| {
         let addr = if local.is_ipv4() {
             s.original_dst_v4()?
@@ -27,13 +28,99 @@ pub fn original_dst(socket: &impl AsRawFd, local: SocketAddr) -> std::io::Result
             s.original_dst_v6()?
         };
         addr.as_socket()
-            .ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
+            .ok_or_else(|| io::Error::other("original destination is not an IP address"))
     })
+}
+
+/// A pipe's read and write ends.
+#[derive(Debug)]
+pub struct PipeFds {
+    /// Read end.
+    pub read: OwnedFd,
+    /// Write end.
+    pub write: OwnedFd,
+}
+
+/// A non-blocking, close-on-exec pipe of (at least) `size` bytes, or of the kernel's default
+/// size when the system refuses `size` (`/proc/sys/fs/pipe-max-size`).
+pub fn pipe(size: usize) -> io::Result<(PipeFds, usize)> {
+    let mut fds: [libc::c_int; 2] = [-1; 2];
+    // SAFETY: `fds` is a valid, writable array of two ints, as pipe2(2) requires.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else; each is
+    // wrapped exactly once and closed when its OwnedFd drops.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and touches no memory.
+    let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+    let actual = if set > 0 {
+        set as usize
+    } else {
+        // SAFETY: as above, F_GETPIPE_SZ takes no argument.
+        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        usize::try_from(got).unwrap_or(65536)
+    };
+    Ok((PipeFds { read, write }, actual))
+}
+
+/// Move up to `len` bytes from `from` to `to` without copying them through user space, without
+/// blocking: `Err(WouldBlock)` when `from` has nothing or `to` has no room.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice(2) reads and writes only kernel objects named by the descriptors, which
+    // the callers keep open for the duration of the call; null offsets are valid for sockets
+    // and pipes.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipe_and_splice_move_bytes_between_sockets() {
+        use std::io::{Read, Write};
+        let (pipe, size) = pipe(1 << 20).unwrap();
+        assert!(size >= 65536);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let (c_listener, mut c) = {
+            let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = std::net::TcpStream::connect(l2.local_addr().unwrap()).unwrap();
+            (l2, c)
+        };
+        let (d, _) = c_listener.accept().unwrap();
+        a.write_all(b"spliced").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // b -> pipe -> d, then read at c.
+        assert_eq!(
+            splice(b.as_raw_fd(), pipe.write.as_raw_fd(), size).unwrap(),
+            7
+        );
+        assert_eq!(splice(pipe.read.as_raw_fd(), d.as_raw_fd(), 7).unwrap(), 7);
+        let mut got = [0u8; 7];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"spliced");
+        b.set_nonblocking(true).unwrap();
+        let e = splice(b.as_raw_fd(), pipe.write.as_raw_fd(), size).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "nothing to move: {e}");
+    }
 
     #[test]
     fn with_socket_reads_options_of_a_live_socket() {

@@ -215,8 +215,19 @@ fn checksum(data: &[u8], mut h: u64) -> u64 {
 }
 
 #[test]
-fn bulk_both_ways_at_once_with_half_close() {
-    const LEN: usize = 256 << 20;
+fn bulk_both_ways_at_once_with_half_close_copy() {
+    bulk("copy");
+}
+
+#[test]
+fn bulk_both_ways_at_once_with_half_close_splice() {
+    bulk("splice");
+}
+
+/// 1 GiB each way at once through the proxy, then each side half-closes; both streams must
+/// arrive byte for byte.
+fn bulk(forward: &str) {
+    const LEN: usize = 1 << 30;
     let expect_up = pattern(1, LEN).fold(0xcbf2_9ce4_8422_2325, |h, c| checksum(&c, h));
     let expect_down = pattern(2, LEN).fold(0xcbf2_9ce4_8422_2325, |h, c| checksum(&c, h));
     // Upstream: sends its stream while reading ours, then closes after our EOF.
@@ -248,7 +259,7 @@ fn bulk_both_ways_at_once_with_half_close() {
     let proxy = Proxy::start(
         &static_tcp("bulk", "127.0.0.5", port, upstream_port),
         REGISTRY_ONLY,
-        &["--capture", "listeners"],
+        &["--capture", "listeners", "--forward", forward],
         port,
     );
     let client = connect(&format!("127.0.0.5:{port}"));

@@ -1,9 +1,22 @@
 //! Forwarding bytes both ways at once, the detection prefix first, half-close propagated, byte
-//! counts kept. Buffers start at 16 KiB and double (to 256 KiB) while reads fill them: bulk
-//! streams get large buffers, idle and interactive connections stay small.
+//! counts kept. Two ways to move bytes, chosen with `--forward`:
+//! - copy: buffers start at 16 KiB and double (to 256 KiB) while reads fill them, so bulk
+//!   streams get large buffers and idle connections stay small;
+//! - splice ([`splice`]): socket -> pooled 1 MiB pipe -> socket, no copy through user space.
+
+pub mod splice;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+
+/// How bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// read/write through adaptive buffers.
+    Copy,
+    /// splice(2) through pooled pipes.
+    Splice,
+}
 
 const MIN_BUFFER: usize = 16 * 1024;
 const MAX_BUFFER: usize = 256 * 1024;
@@ -51,8 +64,40 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
 }
 
 /// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection)
-/// upstream first.
-pub async fn forward(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> Forwarded {
+/// upstream first, by `mode` (falling back to copying when no pipe can be had).
+pub async fn forward(
+    client: TcpStream,
+    mut upstream: TcpStream,
+    prefix: Vec<u8>,
+    mode: Mode,
+    pipes: &splice::PipePool,
+) -> Forwarded {
+    if mode == Mode::Splice {
+        if let (Ok(up_pipe), Ok(down_pipe)) = (pipes.take(), pipes.take()) {
+            let prefix_len = prefix.len() as u64;
+            if !prefix.is_empty() {
+                let (res, _) = upstream.write_all(prefix).await;
+                if let Err(e) = res {
+                    return Forwarded {
+                        error: Some(e),
+                        ..Forwarded::default()
+                    };
+                }
+            }
+            let up = splice::direction(&client, &upstream, &up_pipe);
+            let down = splice::direction(&upstream, &client, &down_pipe);
+            let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
+            return Forwarded {
+                to_upstream: to_upstream + prefix_len,
+                to_client,
+                error: e1.or(e2),
+            };
+        }
+    }
+    copy_both(client, upstream, prefix).await
+}
+
+async fn copy_both(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> Forwarded {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let prefix_len = prefix.len() as u64;
