@@ -72,27 +72,30 @@ pub async fn forward(
     mode: Mode,
     pipes: &splice::PipePool,
 ) -> Forwarded {
-    if mode == Mode::Splice {
-        if let (Ok(up_pipe), Ok(down_pipe)) = (pipes.take(), pipes.take()) {
-            let prefix_len = prefix.len() as u64;
-            if !prefix.is_empty() {
-                let (res, _) = upstream.write_all(prefix).await;
-                if let Err(e) = res {
-                    return Forwarded {
-                        error: Some(e),
-                        ..Forwarded::default()
-                    };
-                }
+    let pipes = if mode == Mode::Splice {
+        pipes.take().and_then(|up| Ok((up, pipes.take()?))).ok()
+    } else {
+        None
+    };
+    if let Some((up_pipe, down_pipe)) = pipes {
+        let prefix_len = prefix.len() as u64;
+        if !prefix.is_empty() {
+            let (res, _) = upstream.write_all(prefix).await;
+            if let Err(e) = res {
+                return Forwarded {
+                    error: Some(e),
+                    ..Forwarded::default()
+                };
             }
-            let up = splice::direction(&client, &upstream, &up_pipe);
-            let down = splice::direction(&upstream, &client, &down_pipe);
-            let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
-            return Forwarded {
-                to_upstream: to_upstream + prefix_len,
-                to_client,
-                error: e1.or(e2),
-            };
         }
+        let up = splice::direction(&client, &upstream, &up_pipe);
+        let down = splice::direction(&upstream, &client, &down_pipe);
+        let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
+        return Forwarded {
+            to_upstream: to_upstream + prefix_len,
+            to_client,
+            error: e1.or(e2),
+        };
     }
     copy_both(client, upstream, prefix).await
 }
