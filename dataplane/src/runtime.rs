@@ -90,11 +90,17 @@ pub fn start(
     addresses: Vec<SocketAddr>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let uring = monoio::utils::detect_uring();
+    let forced_epoll = std::env::var("DATAPLANE_IO_DRIVER").is_ok_and(|d| d == "epoll");
+    let uring = monoio::utils::detect_uring() && !forced_epoll;
     if uring {
         tracing::info!(workers, "I/O driver: io_uring");
     } else {
-        tracing::warn!(workers, "I/O driver: epoll (the kernel refused io_uring)");
+        let why = if forced_epoll {
+            "DATAPLANE_IO_DRIVER=epoll"
+        } else {
+            "the kernel refused io_uring"
+        };
+        tracing::warn!(workers, "I/O driver: epoll ({why})");
     }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(workers);
@@ -103,6 +109,7 @@ pub fn start(
         let settings = settings.clone();
         let addresses = addresses.clone();
         let ready = ready_tx.clone();
+        let use_uring = uring;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || {
@@ -123,18 +130,8 @@ pub fn start(
                         return;
                     }
                 };
-                let mut runtime = match RuntimeBuilder::<FusionDriver>::new()
-                    .enable_timer()
-                    .with_entries(1024)
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("cannot build the runtime: {e}")));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
+                let ready_on_error = ready.clone();
+                let serve = async move {
                     let local = Rc::new(Local::new(published));
                     let resolver = crate::dns::resolver::Resolver::new(
                         settings.dns_servers.clone(),
@@ -160,7 +157,23 @@ pub fn start(
                     }
                     let _ = ready.send(Ok(()));
                     std::future::pending::<()>().await;
-                });
+                };
+                // DATAPLANE_IO_DRIVER=epoll forces the epoll driver (tests run both drivers).
+                let result = if use_uring {
+                    RuntimeBuilder::<FusionDriver>::new()
+                        .enable_timer()
+                        .with_entries(1024)
+                        .build()
+                        .map(|mut rt| rt.block_on(serve))
+                } else {
+                    RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(serve))
+                };
+                if let Err(e) = result {
+                    let _ = ready_on_error.send(Err(format!("cannot build the runtime: {e}")));
+                }
             })?;
         handles.push(handle);
     }

@@ -92,6 +92,17 @@ impl Proxy {
     /// Start the proxy on `config` (YAML) with `mesh` (YAML) and extra arguments, and wait
     /// until `ready_port` on 127.0.0.1 accepts connections.
     pub fn start(config: &str, mesh: &str, args: &[&str], ready_port: u16) -> Self {
+        Self::start_env(config, mesh, args, &[], ready_port)
+    }
+
+    /// Like [`Proxy::start`], with extra environment variables (e.g. `DATAPLANE_IO_DRIVER`).
+    pub fn start_env(
+        config: &str,
+        mesh: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_port: u16,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let conf = dir.path().join("config");
         std::fs::create_dir(&conf).unwrap_or_else(|e| panic!("{e}"));
@@ -113,6 +124,7 @@ impl Proxy {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DATAPLANE_")) {
             cmd.env_remove(k);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
         let proxy = Self { child, dir };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -184,6 +184,44 @@ fn tls_routed_by_sni_bytes_forwarded_exactly() {
     assert_eq!(wild.received(), vec![hello_for("x.w.example.com")]);
 }
 
+#[test]
+fn interactive_round_trips_on_every_driver_and_forwarding_mode() {
+    // Request/response traffic: each direction must wake on its own (a worker blocked in one
+    // direction would stall the other; see the O_NONBLOCK note in forward/mod.rs).
+    let upstream = Upstream::start(b"");
+    for driver in ["uring", "epoll"] {
+        for forward in ["copy", "splice"] {
+            let port = free_port();
+            let config = static_tcp("echo", "127.0.0.6", port, upstream.port);
+            let args = [
+                "--capture",
+                "listeners",
+                "--workers",
+                "1",
+                "--forward",
+                forward,
+            ];
+            let _proxy = Proxy::start_env(
+                &config,
+                REGISTRY_ONLY,
+                &args,
+                &[("DATAPLANE_IO_DRIVER", driver)],
+                port,
+            );
+            let mut s = connect(&format!("127.0.0.6:{port}"));
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            for i in 0..20 {
+                let msg = format!("ping {i}");
+                s.write_all(msg.as_bytes()).unwrap();
+                let mut got = vec![0; msg.len()];
+                s.read_exact(&mut got)
+                    .unwrap_or_else(|e| panic!("{driver}/{forward}: round trip {i}: {e}"));
+                assert_eq!(got, msg.as_bytes());
+            }
+        }
+    }
+}
+
 /// A deterministic byte stream.
 fn pattern(seed: u64, len: usize) -> impl Iterator<Item = Vec<u8>> {
     let mut x = seed | 1;

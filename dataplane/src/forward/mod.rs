@@ -72,7 +72,13 @@ pub async fn forward(
     mode: Mode,
     pipes: &splice::PipePool,
 ) -> Forwarded {
-    let pipes = if mode == Mode::Splice {
+    // splice(2) honours only the socket's own O_NONBLOCK (SPLICE_F_NONBLOCK covers the pipe):
+    // io_uring hands out accepted sockets in blocking mode, and a blocking splice would stall
+    // the whole worker. Both sockets must be non-blocking before any splice.
+    let nonblocking =
+        |s: &TcpStream| crate::sys::with_socket(s, |s| s.set_nonblocking(true)).is_ok();
+    let splice_ok = mode == Mode::Splice && nonblocking(&client) && nonblocking(&upstream);
+    let pipes = if splice_ok {
         pipes.take().and_then(|up| Ok((up, pipes.take()?))).ok()
     } else {
         None
