@@ -53,7 +53,9 @@ fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpL
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
+        // IPv4 has its own listener: each socket sees one family, so the right
+        // SO_ORIGINAL_DST (IPv4 or IPv6) is always used.
+        socket.set_only_v6(true)?;
     }
     if transparent {
         if addr.is_ipv4() {
@@ -68,17 +70,26 @@ fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpL
     Ok(socket.into())
 }
 
-/// The addresses a worker listens on.
+/// The addresses a worker listens on. An unspecified IPv4 bind address (the default) also
+/// listens on `[::]` (IPv6 only), so captured IPv6 connections are served too.
 pub fn listen_addresses(settings: &Settings, service_ports: &[u16]) -> Vec<SocketAddr> {
-    match settings.capture {
-        Capture::Listeners => service_ports
-            .iter()
-            .map(|&p| SocketAddr::new(settings.bind, p))
-            .collect(),
-        Capture::Redirect | Capture::Tproxy => {
-            vec![SocketAddr::new(settings.bind, settings.outbound_port)]
-        }
+    let ports: Vec<u16> = match settings.capture {
+        Capture::Listeners => service_ports.to_vec(),
+        Capture::Redirect | Capture::Tproxy => vec![settings.outbound_port],
+    };
+    let mut binds = vec![settings.bind];
+    if settings.bind == IpAddr::from([0, 0, 0, 0]) && ipv6_available() {
+        binds.push(IpAddr::from([0u16; 8]));
     }
+    ports
+        .iter()
+        .flat_map(|&p| binds.iter().map(move |&b| SocketAddr::new(b, p)))
+        .collect()
+}
+
+/// Whether this host (namespace) has IPv6 at all.
+fn ipv6_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
 /// Start `workers` pinned workers. Returns once every worker has bound its listeners (or the

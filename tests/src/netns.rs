@@ -7,6 +7,7 @@
 //!  default via .1.1         forwards; capture rules       lo: 10.0.0.5-9/32, 192.0.2.x/32
 //!                           redirect egress to the proxy  (origins), DNS; 198.51.100.0/24
 //!                                                         blackholed
+//!  fd00:1::2                fd00:1::1 | fd00:2::1          fd00:2::2, lo: 2001:db8::10
 //! ```
 //!
 //! Every process started in a namespace is killed, and every namespace deleted, on drop.
@@ -83,6 +84,25 @@ impl Topology {
             run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
+        // Forwarding first: enabled after the links were up, IPv6 forwarding did not take here.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.proxy,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.proxy,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
         let (vc, vp, vq, vi) = (
             format!("c{id}"),
             format!("p{id}"),
@@ -164,15 +184,6 @@ impl Topology {
             ],
             vec![
                 "ip",
-                "netns",
-                "exec",
-                &t.proxy,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-            vec![
-                "ip",
                 "-n",
                 &t.internet,
                 "addr",
@@ -204,6 +215,104 @@ impl Topology {
             ],
         ];
         for c in cmds {
+            run(&c);
+        }
+        // IPv6 alongside (nodad: usable at once).
+        let v6: Vec<Vec<&str>> = vec![
+            vec![
+                "ip",
+                "-n",
+                &t.client,
+                "-6",
+                "addr",
+                "add",
+                "fd00:1::2/64",
+                "dev",
+                &vc,
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.client,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "fd00:1::1",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.proxy,
+                "-6",
+                "addr",
+                "add",
+                "fd00:1::1/64",
+                "dev",
+                &vp,
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.proxy,
+                "-6",
+                "addr",
+                "add",
+                "fd00:2::1/64",
+                "dev",
+                &vq,
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.proxy,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "fd00:2::2",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.internet,
+                "-6",
+                "addr",
+                "add",
+                "fd00:2::2/64",
+                "dev",
+                &vi,
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.internet,
+                "-6",
+                "route",
+                "add",
+                "fd00:1::/64",
+                "via",
+                "fd00:2::1",
+            ],
+            vec![
+                "ip",
+                "-n",
+                &t.internet,
+                "-6",
+                "addr",
+                "add",
+                "2001:db8::10/128",
+                "dev",
+                "lo",
+            ],
+        ];
+        for c in v6 {
             run(&c);
         }
         // External addresses live on the internet namespace's loopback, one /32 each (a wider

@@ -17,6 +17,10 @@ impl Lab {
     /// A topology with origins on 192.0.2.10-13 (nginx HTTPS, cert per name), and the proxy
     /// running `config` with `mesh`, capture rules applied.
     fn new(config: &str, mesh: &str, extra_addrs: &[&str]) -> Self {
+        Self::with_capture(config, mesh, extra_addrs, "redirect")
+    }
+
+    fn with_capture(config: &str, mesh: &str, extra_addrs: &[&str], capture: &str) -> Self {
         let mut addrs = vec![
             "192.0.2.10/32",
             "192.0.2.11/32",
@@ -68,6 +72,8 @@ impl Lab {
                 "--bind-interfaces",
                 "--listen-address=172.16.2.2",
                 "--address=/w.example.com/192.0.2.12",
+                "--address=/fqdna.fqdn.com/192.0.2.30",
+                "--address=/fqdnb.fqdn.com/192.0.2.31",
                 "--pid-file=",
             ],
             &d.join("dnsmasq.log"),
@@ -77,7 +83,7 @@ impl Lab {
         std::fs::write(d.join("mesh.yaml"), mesh).unwrap();
         let bin = dataplane_tests::binary().display().to_string();
         let proxy = topo.proxy.clone();
-        let out = topo.exec(&proxy, &[&bin, "capture", "--apply"]);
+        let out = topo.exec(&proxy, &[&bin, "capture", "--capture", capture, "--apply"]);
         assert!(
             out.status.success(),
             "capture --apply: {}",
@@ -86,7 +92,7 @@ impl Lab {
         let conf = d.join("config").display().to_string();
         let mesh_file = d.join("mesh.yaml").display().to_string();
         let dns = format!("{}:53", addr::INTERNET);
-        topo.spawn(&proxy, &["bash", "-c", &format!("{bin} run --capture redirect --config {conf} --mesh {mesh_file} --dns-server {dns} > {0}/access.log 2> {0}/proxy.log", d.display())], &d.join("spawn.log"));
+        topo.spawn(&proxy, &["bash", "-c", &format!("{bin} run --capture {capture} --config {conf} --mesh {mesh_file} --dns-server {dns} > {0}/access.log 2> {0}/proxy.log", d.display())], &d.join("spawn.log"));
         topo.wait_listening(&proxy, "127.0.0.1", PORT);
         topo.wait_listening(&internet, "192.0.2.13", 443);
         Self { topo, dir }
@@ -195,6 +201,69 @@ fn https_routed_by_sni_registry_only() {
 }
 
 #[test]
+fn ipv6_clients_are_captured_too() {
+    if !available("ipv6_clients_are_captured_too") {
+        return;
+    }
+    let lab = Lab::new(
+        &https_config(),
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        &[],
+    );
+    let a = lab.curl("a.example.com", "[2001:db8::50]");
+    assert_eq!(
+        stdout(&a),
+        "origin-a\n",
+        "IPv6 REDIRECT, IP6T_SO_ORIGINAL_DST: {a:?}\n{}",
+        lab.proxy_log()
+    );
+    let log = lab.access_log();
+    let entry = log
+        .iter()
+        .find(|l| l["sni"] == "a.example.com")
+        .expect("logged");
+    assert_eq!(entry["destination"], "[2001:db8::50]:443");
+    assert!(
+        entry["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("[fd00:1::2]:"),
+        "{entry}"
+    );
+}
+
+#[test]
+fn tproxy_capture() {
+    if !available("tproxy_capture") {
+        return;
+    }
+    let lab = Lab::with_capture(
+        &https_config(),
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        &[],
+        "tproxy",
+    );
+    let a = lab.curl("a.example.com", "203.0.113.50");
+    assert_eq!(
+        stdout(&a),
+        "origin-a\n",
+        "TPROXY: {a:?}\n{}",
+        lab.proxy_log()
+    );
+    let c = lab.curl("c.example.com", "192.0.2.13");
+    assert_eq!(c.status.code(), Some(35), "{c:?}");
+    let log = lab.access_log();
+    let entry = log
+        .iter()
+        .find(|l| l["sni"] == "a.example.com")
+        .expect("logged");
+    assert_eq!(
+        entry["destination"], "203.0.113.50:443",
+        "the transparent socket's local address"
+    );
+}
+
+#[test]
 fn https_passthrough_allow_any() {
     if !available("https_passthrough_allow_any") {
         return;
@@ -238,10 +307,30 @@ fn redis_services_share_a_port_by_vip_and_failures_are_clean() {
         "blackhole",
         "  hosts: [blackhole.example.com]\n  addresses: [10.0.0.6]\n  ports: [{number: 5000, name: tcp, protocol: TCP}]\n  resolution: STATIC\n  endpoints: [{address: 198.51.100.99}]\n",
     ) + "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: blackhole}\nspec:\n  host: blackhole.example.com\n  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 500ms}}}\n";
+    // The seed's two external services sharing 3306 by VIP (config/examples, verbatim), DNS
+    // resolved; and resolution NONE with a targetPort override.
+    let examples = dataplane_tests::workspace().join("config/examples");
+    let seed = |f: &str| {
+        format!(
+            "---\n{}",
+            std::fs::read_to_string(examples.join(f)).unwrap()
+        )
+    };
+    let legacy = "  hosts: [legacy.example.com]\n  addresses: [10.0.0.9]\n  ports: [{number: 7000, name: tcp, protocol: TCP, targetPort: 7001}]\n  resolution: NONE\n";
+    let config = config
+        + &seed("se-external-svc-1.yaml")
+        + &seed("se-external-svc-2.yaml")
+        + &se("legacy", legacy);
+    let extra = [
+        "192.0.2.20/32",
+        "192.0.2.21/32",
+        "192.0.2.30/32",
+        "192.0.2.31/32",
+    ];
     let mut lab = Lab::new(
         &config,
         "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
-        &["192.0.2.20/32", "192.0.2.21/32"],
+        &extra,
     );
     let internet = lab.topo.internet.clone();
     let d = lab.dir.path().to_path_buf();
@@ -273,7 +362,39 @@ fn redis_services_share_a_port_by_vip_and_failures_are_clean() {
             .exec(&internet, &["redis-cli", "-h", ip, "SET", "who", who]);
         assert_eq!(stdout(&set).trim(), "OK");
     }
+    // Server-first banners, as MySQL greets its clients.
+    for (bind, port, banner) in [
+        ("192.0.2.30", 3306, "fqdna"),
+        ("192.0.2.31", 3306, "fqdnb"),
+        ("10.0.0.9", 7001, "none-target"),
+    ] {
+        let listen = format!("TCP-LISTEN:{port},bind={bind},fork,reuseaddr");
+        let reply = format!("SYSTEM:printf {banner}");
+        lab.topo.spawn(
+            &internet,
+            &["socat", &listen, &reply],
+            &d.join(format!("socat-{banner}.log")),
+        );
+        lab.topo.wait_listening(&internet, bind, port);
+    }
     let client = lab.topo.client.clone();
+    for (target, want) in [
+        ("10.0.0.0/3306", "fqdna"),
+        ("10.1.0.0/3306", "fqdnb"),
+        ("10.0.0.9/7000", "none-target"),
+    ] {
+        let got = lab.topo.exec(
+            &client,
+            &[
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{target}; cat <&3"),
+            ],
+        );
+        assert_eq!(stdout(&got), want, "{target}: {got:?}\n{}", lab.proxy_log());
+    }
     for (vip, who) in [("10.0.0.7", "A"), ("10.0.0.8", "B")] {
         let get = lab
             .topo
