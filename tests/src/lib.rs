@@ -245,60 +245,108 @@ type RecordTable = std::sync::Arc<
 /// A DNS server for tests: answers A queries from a table the test can change (TTL in seconds);
 /// unknown names get NXDOMAIN.
 pub struct StubDns {
-    /// Its UDP address.
+    /// Its address (UDP and TCP).
     pub addr: std::net::SocketAddr,
     records: RecordTable,
+    truncated: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The stub's answer to one query: the table's A records (TC instead when `force_tc` says so),
+/// or NXDOMAIN.
+fn dns_reply(
+    query: &[u8],
+    table: &RecordTable,
+    force_tc: impl Fn(&str) -> bool,
+) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let query = Message::from_vec(query).ok()?;
+    let q = query.queries.first()?;
+    let name = q
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let mut reply = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
+    reply.metadata.recursion_desired = true;
+    reply.add_query(q.clone());
+    if force_tc(&name) {
+        reply.metadata.truncation = true;
+        return reply.to_vec().ok();
+    }
+    match table.lock().ok().and_then(|t| t.get(&name).cloned()) {
+        Some((ips, ttl)) => {
+            for ip in ips {
+                reply
+                    .answers
+                    .push(Record::from_rdata(q.name().clone(), ttl, RData::A(A(ip))));
+            }
+        }
+        None => reply.metadata.response_code = ResponseCode::NXDomain,
+    }
+    reply.to_vec().ok()
 }
 
 impl StubDns {
-    /// Start one on 127.0.0.1.
+    /// Start one on 127.0.0.1, UDP and TCP on the same port.
     pub fn start() -> Self {
-        use hickory_proto::op::{Message, MessageType, ResponseCode};
-        use hickory_proto::rr::rdata::A;
-        use hickory_proto::rr::{RData, Record};
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let (socket, tcp) = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            let port = udp.local_addr().map(|a| a.port()).unwrap_or_default();
+            if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                break (udp, tcp);
+            }
+        };
         let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let records = RecordTable::default();
-        let table = records.clone();
+        let truncated = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (table, trunc) = (records.clone(), truncated.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let Some(q) = query.queries.first() else {
-                    continue;
-                };
-                let name = q
-                    .name()
-                    .to_ascii()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase();
-                let mut reply = Message::new(
-                    query.metadata.id,
-                    MessageType::Response,
-                    query.metadata.op_code,
-                );
-                reply.metadata.recursion_desired = true;
-                reply.add_query(q.clone());
-                match table.lock().ok().and_then(|t| t.get(&name).cloned()) {
-                    Some((ips, ttl)) => {
-                        for ip in ips {
-                            reply.answers.push(Record::from_rdata(
-                                q.name().clone(),
-                                ttl,
-                                RData::A(A(ip)),
-                            ));
-                        }
-                    }
-                    None => reply.metadata.response_code = ResponseCode::NXDomain,
-                }
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = socket.send_to(&bytes, peer);
+                let force_tc = |name: &str| trunc.lock().is_ok_and(|t| t.iter().any(|x| x == name));
+                if let Some(reply) = dns_reply(&buf[..n], &table, force_tc) {
+                    let _ = socket.send_to(&reply, peer);
                 }
             }
         });
-        Self { addr, records }
+        let table = records.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for conn in tcp.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut len = [0u8; 2];
+                if conn.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if conn.read_exact(&mut query).is_err() {
+                    continue;
+                }
+                if let Some(reply) = dns_reply(&query, &table, |_| false) {
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&reply);
+                    let _ = conn.write_all(&framed);
+                }
+            }
+        });
+        Self {
+            addr,
+            records,
+            truncated,
+        }
+    }
+
+    /// Answer `name` over UDP with the TC bit and no records, so clients must ask over TCP.
+    pub fn truncate(&self, name: &str) {
+        if let Ok(mut t) = self.truncated.lock() {
+            t.push(name.to_owned());
+        }
     }
 
     /// Set the A records of `name`.

@@ -149,6 +149,28 @@ fn dynamic_dns_resolves_the_sni_and_failures_are_logged() {
 }
 
 #[test]
+fn truncated_answers_are_asked_again_over_tcp() {
+    let dns = StubDns::start();
+    let target = free_port();
+    let _a = Upstream::start_on(format!("127.0.0.1:{target}").parse().unwrap(), b"A\n");
+    dns.set("big.dns.test", &["127.0.0.1"], 30);
+    dns.truncate("big.dns.test");
+    let port = free_port();
+    let config = dns_entry("big", "big.dns.test", "127.0.0.17", port, target, "DNS");
+    let dns_arg = dns.addr.to_string();
+    let _proxy = Proxy::start(
+        &config,
+        REGISTRY_ONLY,
+        &["--capture", "listeners", "--dns-server", &dns_arg],
+        port,
+    );
+    assert_eq!(
+        banner(&format!("127.0.0.17:{port}")).as_deref(),
+        Some(&b"A\n"[..])
+    );
+}
+
+#[test]
 fn dns_server_down_fails_cleanly() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // receives, never answers
     let port = free_port();
