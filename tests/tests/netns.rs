@@ -425,6 +425,11 @@ fn redis_services_share_a_port_by_vip_and_failures_are_clean() {
             ],
         );
     }
+    // ...and the proxy keeps serving everyone else.
+    let again = lab
+        .topo
+        .exec(&client, &["redis-cli", "-h", "10.0.0.7", "GET", "who"]);
+    assert_eq!(stdout(&again).trim(), "A");
     let log = lab.access_log();
     let reason = |dst: &str| {
         log.iter()
