@@ -222,6 +222,30 @@ fn interactive_round_trips_on_every_driver_and_forwarding_mode() {
     }
 }
 
+/// Send `len` bytes of pattern `seed` on `conn` (then half-close) while reading everything the
+/// peer sends until EOF; returns the checksum and length of what was read.
+fn exchange(conn: TcpStream, seed: u64, len: usize) -> (u64, usize) {
+    let mut writer = conn.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for chunk in pattern(seed, len) {
+            writer.write_all(&chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = conn;
+    let (mut h, mut total, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0; 1 << 16]);
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h = checksum(&buf[..n], h);
+        total += n;
+    }
+    sender.join().unwrap();
+    (h, total)
+}
+
 /// A deterministic byte stream.
 fn pattern(seed: u64, len: usize) -> impl Iterator<Item = Vec<u8>> {
     let mut x = seed | 1;
@@ -271,28 +295,7 @@ fn bulk(forward: &str) {
     // Upstream: sends its stream while reading ours, then closes after our EOF.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut writer = conn.try_clone().unwrap();
-        let sender = std::thread::spawn(move || {
-            for chunk in pattern(2, LEN) {
-                writer.write_all(&chunk).unwrap();
-            }
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut reader = conn;
-        let (mut h, mut total, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0; 1 << 16]);
-        loop {
-            let n = reader.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            h = checksum(&buf[..n], h);
-            total += n;
-        }
-        sender.join().unwrap();
-        (h, total)
-    });
+    let server = std::thread::spawn(move || exchange(listener.accept().unwrap().0, 2, LEN));
     let port = free_port();
     let proxy = Proxy::start(
         &static_tcp("bulk", "127.0.0.5", port, upstream_port),
@@ -300,25 +303,7 @@ fn bulk(forward: &str) {
         &["--capture", "listeners", "--forward", forward],
         port,
     );
-    let client = connect(&format!("127.0.0.5:{port}"));
-    let mut writer = client.try_clone().unwrap();
-    let sender = std::thread::spawn(move || {
-        for chunk in pattern(1, LEN) {
-            writer.write_all(&chunk).unwrap();
-        }
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut reader = client;
-    let (mut h, mut total, mut buf) = (0xcbf2_9ce4_8422_2325u64, 0usize, vec![0; 1 << 16]);
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h = checksum(&buf[..n], h);
-        total += n;
-    }
-    sender.join().unwrap();
+    let (h, total) = exchange(connect(&format!("127.0.0.5:{port}")), 1, LEN);
     let (server_h, server_total) = server.join().unwrap();
     assert_eq!(
         (total, h),

@@ -127,6 +127,14 @@ impl Lab {
             .collect()
     }
 
+    /// The access-log entry of the connection whose SNI was `sni`.
+    fn entry_for_sni(&self, sni: &str) -> serde_json::Value {
+        self.access_log()
+            .into_iter()
+            .find(|l| l["sni"] == sni)
+            .unwrap_or_else(|| panic!("no access-log entry for {sni}"))
+    }
+
     fn proxy_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
@@ -217,11 +225,7 @@ fn ipv6_clients_are_captured_too() {
         "IPv6 REDIRECT, IP6T_SO_ORIGINAL_DST: {a:?}\n{}",
         lab.proxy_log()
     );
-    let log = lab.access_log();
-    let entry = log
-        .iter()
-        .find(|l| l["sni"] == "a.example.com")
-        .expect("logged");
+    let entry = lab.entry_for_sni("a.example.com");
     assert_eq!(entry["destination"], "[2001:db8::50]:443");
     assert!(
         entry["source"]
@@ -252,11 +256,7 @@ fn tproxy_capture() {
     );
     let c = lab.curl("c.example.com", "192.0.2.13");
     assert_eq!(c.status.code(), Some(35), "{c:?}");
-    let log = lab.access_log();
-    let entry = log
-        .iter()
-        .find(|l| l["sni"] == "a.example.com")
-        .expect("logged");
+    let entry = lab.entry_for_sni("a.example.com");
     assert_eq!(
         entry["destination"], "203.0.113.50:443",
         "the transparent socket's local address"
@@ -280,11 +280,7 @@ fn https_passthrough_allow_any() {
         "passthrough to the original destination: {c:?}\n{}",
         lab.proxy_log()
     );
-    let log = lab.access_log();
-    let entry = log
-        .iter()
-        .find(|l| l["sni"] == "c.example.com")
-        .expect("logged");
+    let entry = lab.entry_for_sni("c.example.com");
     assert_eq!(entry["cluster"], "PassthroughCluster");
     assert_eq!(entry["upstream"], "192.0.2.13:443");
 }

@@ -73,33 +73,27 @@ pub fn parse_source(index: usize, source: &Source) -> (Vec<Object>, Vec<Finding>
     let mut objects = Vec::new();
     let mut findings = Vec::new();
     let file: Arc<str> = Arc::from(source.name.as_str());
+    // An error that makes the whole file unreadable, at a known line.
+    let whole_file = |findings: &mut Vec<Finding>, line: usize, message: String| {
+        let origin = Origin {
+            file: index,
+            ..Origin::default()
+        };
+        Findings::new(findings, &file, origin, None).push_at_line(Code::YAML_PARSE, line, message);
+    };
     let text = match std::str::from_utf8(&source.bytes) {
         Ok(text) => text,
         Err(e) => {
             let valid = &source.bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let origin = Origin {
-                file: index,
-                ..Origin::default()
-            };
-            Findings::new(&mut findings, &file, origin, None).push_at_line(
-                Code::YAML_PARSE,
-                line,
-                format!("cannot parse: not valid UTF-8 at byte {}", e.valid_up_to()),
-            );
+            let message = format!("cannot parse: not valid UTF-8 at byte {}", e.valid_up_to());
+            whole_file(&mut findings, line, message);
             return (objects, findings);
         }
     };
     if let Some(line) = excessive_flow_nesting(text) {
-        let origin = Origin {
-            file: index,
-            ..Origin::default()
-        };
-        Findings::new(&mut findings, &file, origin, None).push_at_line(
-            Code::YAML_PARSE,
-            line,
-            format!("cannot parse: brackets nested deeper than {MAX_FLOW_DEPTH} levels"),
-        );
+        let message = format!("cannot parse: brackets nested deeper than {MAX_FLOW_DEPTH} levels");
+        whole_file(&mut findings, line, message);
         return (objects, findings);
     }
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
