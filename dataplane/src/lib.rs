@@ -13,6 +13,7 @@ pub mod conn;
 pub mod detect;
 pub mod dns;
 pub mod forward;
+pub mod http;
 pub mod run;
 pub mod runtime;
 pub mod snapshot;

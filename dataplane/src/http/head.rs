@@ -1,0 +1,403 @@
+//! Request heads: parsed with httparse within limits, checked for the framing ambiguities that
+//! enable request smuggling, and reduced to what routing and forwarding need.
+
+/// Largest request head accepted (Decisions 9).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted.
+pub const MAX_HEADERS: usize = 100;
+
+/// How the request body is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request head; positions refer to the parsed buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Method.
+    pub method: String,
+    /// Request target as sent.
+    pub target: String,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in order (names as sent).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The authority to route by: the absolute-form target's, else Host (RFC 9112 §3.2.2).
+    pub authority: String,
+    /// Path and query (absolute-form reduced to origin-form).
+    pub path: String,
+    /// Body delimitation.
+    pub framing: Framing,
+    /// The client asked for `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The client wants the connection closed after this exchange.
+    pub close: bool,
+    /// An `Upgrade` request (WebSocket and friends).
+    pub upgrade: bool,
+    /// Bytes of head consumed.
+    pub head_len: usize,
+}
+
+/// Why a head is refused, with the status the proxy answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// 400 Bad Request.
+    BadRequest(&'static str),
+    /// 431 Request Header Fields Too Large.
+    TooLarge,
+    /// 501 Not Implemented (a transfer coding the proxy does not understand).
+    NotImplemented(&'static str),
+}
+
+impl Reject {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::TooLarge => 431,
+            Self::NotImplemented(_) => 501,
+        }
+    }
+}
+
+/// The values of every header field named `name` (case-insensitive), in order.
+pub fn values<'a>(
+    headers: &'a [(String, Vec<u8>)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// Parse a request head. `Ok(None)`: incomplete, read more.
+pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Reject::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
+        Err(_) => return Err(Reject::BadRequest("malformed request head")),
+    };
+    if head_len > MAX_HEAD {
+        return Err(Reject::TooLarge);
+    }
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default().to_owned();
+    let minor_version = req.version.unwrap_or(1);
+    let headers: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    let values = |name: &'static str| values(&headers, name);
+
+    // Host: exactly one (RFC 9112 §3.2); required (Decisions 3).
+    let hosts: Vec<&[u8]> = values("host").collect();
+    if hosts.len() > 1 {
+        return Err(Reject::BadRequest("more than one Host header"));
+    }
+    let host = hosts
+        .first()
+        .map(|h| String::from_utf8_lossy(h).trim().to_owned());
+    let (authority, path) = if method == "CONNECT" {
+        (target.clone(), String::new())
+    } else if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        let (auth, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        (auth.to_owned(), path)
+    } else if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        (host.unwrap_or_default(), target.clone())
+    } else {
+        return Err(Reject::BadRequest(
+            "request target is neither origin, absolute nor authority form",
+        ));
+    };
+    if authority.is_empty() {
+        return Err(Reject::BadRequest("no Host"));
+    }
+    if authority.contains('@') {
+        return Err(Reject::BadRequest("userinfo in the authority"));
+    }
+    if authority
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(Reject::BadRequest("malformed authority"));
+    }
+
+    // Framing (RFC 9112 §6.1-6.3): refuse every ambiguity.
+    let te: Vec<&[u8]> = values("transfer-encoding").collect();
+    let cl: Vec<&[u8]> = values("content-length").collect();
+    let framing = match (te.is_empty(), cl.len()) {
+        (false, n) if n > 0 => {
+            return Err(Reject::BadRequest(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        (false, _) => {
+            if minor_version == 0 {
+                return Err(Reject::BadRequest(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
+            }
+            let codings: Vec<String> = te
+                .iter()
+                .flat_map(|v| {
+                    String::from_utf8_lossy(v)
+                        .split(',')
+                        .map(|c| c.trim().to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            match codings.as_slice() {
+                [only] if only == "chunked" => Framing::Chunked,
+                [.., last] if last == "chunked" => {
+                    return Err(Reject::NotImplemented(
+                        "transfer codings other than chunked",
+                    ));
+                }
+                _ => {
+                    return Err(Reject::BadRequest(
+                        "Transfer-Encoding without a final chunked",
+                    ));
+                }
+            }
+        }
+        (true, 0) => Framing::None,
+        (true, 1) => {
+            let text = std::str::from_utf8(cl[0])
+                .map_err(|_| Reject::BadRequest("bad Content-Length"))?
+                .trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Reject::BadRequest("bad Content-Length"));
+            }
+            match text.parse::<u64>() {
+                Ok(0) => Framing::None,
+                Ok(n) => Framing::Length(n),
+                Err(_) => return Err(Reject::BadRequest("bad Content-Length")),
+            }
+        }
+        (true, _) => return Err(Reject::BadRequest("more than one Content-Length")),
+    };
+    let tokens = |name: &'static str| -> Vec<String> {
+        values(name)
+            .flat_map(|v| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let connection = tokens("connection");
+    let close = connection.iter().any(|t| t == "close")
+        || (minor_version == 0 && !connection.iter().any(|t| t == "keep-alive"));
+    let upgrade = connection.iter().any(|t| t == "upgrade") && values("upgrade").next().is_some();
+    let expect_continue = tokens("expect").iter().any(|t| t == "100-continue");
+    Ok(Some(RequestHead {
+        method,
+        target,
+        minor_version,
+        headers,
+        authority,
+        path,
+        framing,
+        expect_continue,
+        close,
+        upgrade,
+        head_len,
+    }))
+}
+
+/// Header fields that apply to one connection only (RFC 9110 §7.6.1), plus every field the
+/// request's `Connection` header names. Removed before forwarding.
+pub fn hop_by_hop(head: &RequestHead) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (n, v) in &head.headers {
+        if n.eq_ignore_ascii_case("connection") {
+            for token in String::from_utf8_lossy(v).split(',') {
+                let token = token.trim().to_ascii_lowercase();
+                if !token.is_empty() && !names.contains(&token) {
+                    names.push(token);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> RequestHead {
+        parse(raw.as_bytes()).expect("valid").expect("complete")
+    }
+
+    fn rejected(raw: &str) -> u16 {
+        parse(raw.as_bytes()).expect_err("refused").status()
+    }
+
+    #[test]
+    fn origin_absolute_and_authority_forms() {
+        let h = ok("GET /a?b=1 HTTP/1.1\r\nHost: API.example.com:8080\r\n\r\n");
+        assert_eq!(
+            (h.authority.as_str(), h.path.as_str(), h.framing),
+            ("API.example.com:8080", "/a?b=1", Framing::None)
+        );
+        let h = ok("GET http://other.example.com/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n");
+        assert_eq!(
+            (h.authority.as_str(), h.path.as_str()),
+            ("other.example.com", "/x"),
+            "absolute-form wins over Host"
+        );
+        let h = ok("GET http://a.com HTTP/1.1\r\nHost: a.com\r\n\r\n");
+        assert_eq!(h.path, "/");
+        let h = ok("CONNECT db.example.com:5432 HTTP/1.1\r\nHost: db.example.com:5432\r\n\r\n");
+        assert_eq!(h.authority, "db.example.com:5432");
+        let h = ok("GET / HTTP/1.0\r\nHost: a.com\r\n\r\n");
+        assert!(
+            h.close && h.minor_version == 0,
+            "HTTP/1.0 with Host is routed (Decisions 3)"
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a"), Ok(None));
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(rejected("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            rejected("GET / HTTP/1.0\r\n\r\n"),
+            400,
+            "HTTP/1.0 without Host"
+        );
+        assert_eq!(
+            rejected("GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            rejected("GET / HTTP/1.1\r\nHost: user@evil.com\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            rejected("GET http://user@a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n"),
+            400
+        );
+        assert_eq!(rejected("GET a.com/x HTTP/1.1\r\nHost: a.com\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn smuggling_attempts_are_refused() {
+        let cases = [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(rejected(raw), status, "{raw:?}");
+        }
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
+            Framing::Chunked
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").framing,
+            Framing::Length(12)
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            rejected(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nx: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            parse(big.as_bytes()).unwrap_err(),
+            Reject::TooLarge,
+            "over the cap without an end"
+        );
+    }
+
+    #[test]
+    fn connection_semantics() {
+        let h = ok(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert!(!h.close && h.expect_continue && !h.upgrade);
+        let hop = hop_by_hop(&h);
+        assert!(hop.contains(&"x-custom".to_owned()) && hop.contains(&"keep-alive".to_owned()));
+        let h =
+            ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(h.upgrade);
+        assert!(ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").close);
+        assert!(!ok("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n").close);
+    }
+}
