@@ -122,15 +122,10 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
                 }
                 HostRoute::Passthrough => {
                     log.cluster = Some("PassthroughCluster".into());
-                    return connect_and_forward(
-                        worker,
-                        client,
-                        prefix,
-                        &[dst],
-                        settings.connect_timeout,
-                        log,
-                    )
-                    .await;
+                    let timeout = settings.connect_timeout;
+                    let unserved =
+                        connect_and_forward(worker, client, prefix, &[dst], timeout, log).await;
+                    return upstream_unavailable(unserved, log).await;
                 }
                 HostRoute::VirtualHost(vh) => {
                     let cluster = vh.cluster.or_else(|| {
@@ -146,10 +141,10 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
                     match cluster {
                         Some(c) => {
                             let target = Target::Cluster(c);
-                            return forward_to(
-                                worker, table, client, prefix, &target, dst, name, log,
-                            )
-                            .await;
+                            let unserved =
+                                forward_to(worker, table, client, prefix, &target, dst, name, log)
+                                    .await;
+                            return upstream_unavailable(unserved, log).await;
                         }
                         None => return local_reply(&mut client, log, 503).await,
                     }
@@ -157,13 +152,22 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
             }
         }
     };
-    match upstream {
+    // TCP and TLS: a connection no upstream took is simply closed (the log says why).
+    let _unserved = match upstream {
         Pick::Address(addr, timeout) => {
             connect_and_forward(worker, client, prefix, &[addr], timeout, log).await
         }
         Pick::Target(target, sni) => {
             forward_to(worker, table, client, prefix, target, dst, sni, log).await
         }
+    };
+}
+
+/// An HTTP request no upstream took gets a local 503, as Envoy answers "upstream connect
+/// error"; the access log keeps the reason.
+async fn upstream_unavailable(unserved: Option<TcpStream>, log: &mut Entry) {
+    if let Some(mut client) = unserved {
+        local_reply(&mut client, log, 503).await;
     }
 }
 
@@ -182,11 +186,14 @@ async fn forward_to(
     dst: SocketAddr,
     requested: Option<String>,
     log: &mut Entry,
-) {
+) -> Option<TcpStream> {
     let mut rng = fastrand::Rng::with_seed(worker.rng.borrow_mut().u64(..));
     let cluster = match upstream::cluster_for(table, target, dst, &mut rng) {
         Ok(c) => c,
-        Err(e) => return fail(log, e.reason()),
+        Err(e) => {
+            fail(log, e.reason());
+            return Some(client);
+        }
     };
     log.cluster = Some(cluster.name.clone());
     let candidates = worker
@@ -203,7 +210,10 @@ async fn forward_to(
         Ok(addrs) => {
             connect_and_forward(worker, client, prefix, &addrs, cluster.connect_timeout, log).await
         }
-        Err(e) => fail(log, e.reason()),
+        Err(e) => {
+            fail(log, e.reason());
+            Some(client)
+        }
     }
 }
 
@@ -216,7 +226,7 @@ async fn connect_and_forward(
     addrs: &[SocketAddr],
     timeout: Duration,
     log: &mut Entry,
-) {
+) -> Option<TcpStream> {
     let mut last: Option<UpstreamError> = None;
     let mut connected = None;
     for &addr in addrs {
@@ -232,10 +242,11 @@ async fn connect_and_forward(
         }
     }
     let Some((addr, upstream)) = connected else {
-        return fail(
+        fail(
             log,
             last.map_or_else(|| "no upstream address".to_owned(), |e| e.reason()),
         );
+        return Some(client);
     };
     log.upstream = Some(addr);
     let _lease = worker.balancer.lease(addr);
@@ -256,6 +267,7 @@ async fn connect_and_forward(
             log.reason = Some(format!("forwarding: {e}"));
         }
     }
+    None
 }
 
 fn deny(log: &mut Entry, why: &str) {
@@ -400,5 +412,8 @@ async fn local_reply(client: &mut TcpStream, log: &mut Entry, status: u16) {
     );
     let (_, _) = client.write_all(reply.into_bytes()).await;
     log.outcome = "local_reply";
-    log.reason = Some(status.to_string());
+    log.reason = Some(match log.reason.take() {
+        Some(why) => format!("{status}: {why}"),
+        None => status.to_string(),
+    });
 }

@@ -222,6 +222,64 @@ fn interactive_round_trips_on_every_driver_and_forwarding_mode() {
     }
 }
 
+#[test]
+fn http_port_local_replies() {
+    let web = Upstream::start(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    let port = free_port();
+    let http = |name: &str, upstream: u16| {
+        se(
+            name,
+            &format!(
+                "  hosts: [{name}.example.com]\n  ports: [{{number: {port}, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream}}}}}]\n"
+            ),
+        )
+    };
+    let config = http("web", web.port) + &http("down", 1);
+    let proxy = Proxy::start(&config, REGISTRY_ONLY, &["--capture", "listeners"], port);
+    let request = |raw: &str| {
+        let mut s = connect(&format!("127.0.0.1:{port}"));
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut head = vec![0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        (
+            String::from_utf8_lossy(&head).into_owned(),
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    };
+    // The upstream answers at once and keeps the connection: read just its response.
+    let mut s = connect(&format!("127.0.0.1:{port}"));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+        .unwrap();
+    let want = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    assert_eq!(read_exact(&mut s, want.len()), want);
+    drop(s); // closing lets the proxy finish the connection and log it
+    let (status, rest) = request("GET / HTTP/1.1\r\nHost: down.example.com:8080\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 503", "upstream refused: {rest}");
+    assert!(rest.contains("server: dataplane"), "{rest}");
+    let (status, _) = request("GET / HTTP/1.1\r\nHost: nobody.example.org\r\n\r\n");
+    assert_eq!(
+        status, "HTTP/1.1 502",
+        "unregistered Host under REGISTRY_ONLY"
+    );
+    let (status, _) = request("GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400", "no Host");
+    let log = proxy.wait_access_log(5);
+    let down = log
+        .iter()
+        .find(|l| l["host"] == "down.example.com:8080")
+        .expect("logged");
+    assert_eq!(down["outcome"], "local_reply");
+    assert!(
+        down["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("503: connect_failed"),
+        "{down}"
+    );
+}
+
 /// Send `len` bytes of pattern `seed` on `conn` (then half-close) while reading everything the
 /// peer sends until EOF; returns the checksum and length of what was read.
 fn exchange(conn: TcpStream, seed: u64, len: usize) -> (u64, usize) {
