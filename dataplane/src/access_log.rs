@@ -1,11 +1,50 @@
 //! One JSON line per connection on stdout: who, where, what was detected and matched, bytes,
 //! duration, and the outcome or refusal reason.
+//!
+//! Workers never write to stdout themselves (a slow reader would stall them): they hand each
+//! line to a bounded channel drained by one writer thread. When the channel is full, lines are
+//! dropped and counted, never waited for.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+/// Lines buffered between the workers and the writer thread.
+const QUEUE: usize = 65_536;
+
+static SINK: OnceLock<crossbeam_channel::Sender<Vec<u8>>> = OnceLock::new();
+
+/// Access-log lines dropped because the writer could not keep up.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Start the writer thread (once); lines emitted before are written directly.
+pub fn start_writer() {
+    SINK.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                for line in &rx {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(&line);
+                    // Drain what else is queued before flushing: one syscall for a burst.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(&more);
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no access-log thread ({e}): lines are written by the workers");
+        }
+        tx
+    });
+}
 
 /// The access-log record of one connection.
 #[derive(Debug, Default, Serialize)]
@@ -57,11 +96,20 @@ impl Entry {
     /// Write the record as one line.
     pub fn emit(mut self, elapsed: Duration) {
         self.duration_ms = elapsed.as_millis();
-        if let Ok(mut line) = serde_json::to_vec(&self) {
-            line.push(b'\n');
-            // One write of one line: lines from several workers never interleave. A closed
-            // stdout is not worth failing a connection for.
-            let _ = std::io::stdout().lock().write_all(&line);
+        let Ok(mut line) = serde_json::to_vec(&self) else {
+            return;
+        };
+        line.push(b'\n');
+        match SINK.get() {
+            Some(tx) => {
+                if tx.try_send(line).is_err() {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // No writer thread (tests of the library): one write of one line.
+            None => {
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
         }
     }
 }

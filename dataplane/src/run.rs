@@ -84,20 +84,26 @@ pub struct RunArgs {
     pub prometheus_port: u16,
 }
 
-fn init_logging() {
+/// Logs go to stderr through a non-blocking writer: a worker that logs never waits on the
+/// terminal or pipe. The guard flushes on exit.
+fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DATAPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let ok = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi)
-        .try_init();
+        .try_init()
+        .is_ok();
+    ok.then_some(guard)
 }
 
 /// Run the proxy until killed.
 pub fn run(args: &RunArgs) -> ExitCode {
-    init_logging();
+    let _log_guard = init_logging();
+    crate::access_log::start_writer();
     let sources = match config_files::read_sources(&args.config) {
         Ok(s) => s,
         Err(e) => {
