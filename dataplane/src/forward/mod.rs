@@ -1,6 +1,6 @@
 //! Forwarding bytes both ways at once, the detection prefix first, half-close propagated, byte
 //! counts kept. Two ways to move bytes, chosen with `--forward`:
-//! - copy: buffers start at 16 KiB and double (to 256 KiB) while reads fill them, so bulk
+//! - copy: buffers start at 2 KiB and double (to 256 KiB) while reads fill them, so bulk
 //!   streams get large buffers and idle connections stay small;
 //! - splice ([`splice`]): socket -> pooled 1 MiB pipe -> socket, no copy through user space.
 
@@ -18,7 +18,7 @@ pub enum Mode {
     Splice,
 }
 
-const MIN_BUFFER: usize = 16 * 1024;
+const MIN_BUFFER: usize = 2 * 1024;
 const MAX_BUFFER: usize = 256 * 1024;
 
 /// Bytes moved and how each direction ended.
