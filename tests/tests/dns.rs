@@ -12,6 +12,17 @@ use dataplane_tests::{Proxy, StubDns, Upstream, free_port};
 const REGISTRY_ONLY: &str = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
 const CURL_HELLO: &[u8] = include_bytes!("../../dataplane/testdata/client_hello_curl.bin");
 
+/// The proxy in listeners mode on `port`, asking `dns` for names.
+fn proxy_with_dns(config: &str, dns: std::net::SocketAddr, port: u16) -> Proxy {
+    let dns = dns.to_string();
+    Proxy::start(
+        config,
+        REGISTRY_ONLY,
+        &["--capture", "listeners", "--dns-server", &dns],
+        port,
+    )
+}
+
 fn banner(addr: &str) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -53,13 +64,7 @@ fn dns_resolution_ttl_failover_and_round_robin() {
             "DNS_ROUND_ROBIN",
         );
     dns.set("rr.dns.test", &["127.0.0.13", "127.0.0.1"], 60);
-    let dns_arg = dns.addr.to_string();
-    let proxy = Proxy::start(
-        &config,
-        REGISTRY_ONLY,
-        &["--capture", "listeners", "--dns-server", &dns_arg],
-        port,
-    );
+    let proxy = proxy_with_dns(&config, dns.addr, port);
 
     assert_eq!(
         banner(&format!("127.0.0.11:{port}")).as_deref(),
@@ -107,13 +112,7 @@ fn dynamic_dns_resolves_the_sni_and_failures_are_logged() {
     let config = format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dyn}}\nspec:\n  hosts: ['*.dyn.test']\n  ports: [{{number: {port}, name: tls, protocol: TLS, targetPort: {target}}}]\n  resolution: DYNAMIC_DNS\n"
     );
-    let dns_arg = dns.addr.to_string();
-    let proxy = Proxy::start(
-        &config,
-        REGISTRY_ONLY,
-        &["--capture", "listeners", "--dns-server", &dns_arg],
-        port,
-    );
+    let proxy = proxy_with_dns(&config, dns.addr, port);
     let hello = |name: &str| {
         let at = CURL_HELLO
             .windows(15)
@@ -157,13 +156,7 @@ fn truncated_answers_are_asked_again_over_tcp() {
     dns.truncate("big.dns.test");
     let port = free_port();
     let config = dns_entry("big", "big.dns.test", "127.0.0.17", port, target, "DNS");
-    let dns_arg = dns.addr.to_string();
-    let _proxy = Proxy::start(
-        &config,
-        REGISTRY_ONLY,
-        &["--capture", "listeners", "--dns-server", &dns_arg],
-        port,
-    );
+    let _proxy = proxy_with_dns(&config, dns.addr, port);
     assert_eq!(
         banner(&format!("127.0.0.17:{port}")).as_deref(),
         Some(&b"A\n"[..])
@@ -175,13 +168,7 @@ fn dns_server_down_fails_cleanly() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // receives, never answers
     let port = free_port();
     let config = dns_entry("db", "down.dns.test", "127.0.0.16", port, 9, "DNS");
-    let dns_arg = silent.local_addr().unwrap().to_string();
-    let proxy = Proxy::start(
-        &config,
-        REGISTRY_ONLY,
-        &["--capture", "listeners", "--dns-server", &dns_arg],
-        port,
-    );
+    let proxy = proxy_with_dns(&config, silent.local_addr().unwrap(), port);
     assert_eq!(banner(&format!("127.0.0.16:{port}")), None);
     let log = proxy.wait_access_log(2);
     let failed = log
