@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod config_files;
 pub mod conn;
+pub mod control;
 pub mod detect;
 pub mod dns;
 pub mod forward;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use dataplane_config::{Options, build, validate::RESERVED_PORTS};
+use dataplane_config::validate::RESERVED_PORTS;
 
-use crate::config_files;
+use crate::control::{Loader, Sources};
 use crate::runtime::{self, Capture, Settings};
 use crate::snapshot::Published;
 
@@ -104,20 +104,6 @@ fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
 pub fn run(args: &RunArgs) -> ExitCode {
     let _log_guard = init_logging();
     crate::access_log::start_writer();
-    let sources = match config_files::read_sources(&args.config) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let mesh = match config_files::read_mesh(args.mesh.as_deref()) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let mut reserved: Vec<u16> = RESERVED_PORTS.to_vec();
     reserved.extend([
         args.admin.port(),
@@ -125,27 +111,24 @@ pub fn run(args: &RunArgs) -> ExitCode {
         args.status_port,
         args.prometheus_port,
     ]);
-    let exists = config_files::file_exists;
-    let opts = Options {
-        namespace: &args.namespace,
-        reserved_ports: &reserved,
-        file_exists: Some(&exists),
-        ..Options::default()
-    };
-    let built = build(&sources, mesh.as_ref(), &opts);
-    for f in &built.findings {
-        if f.is_error() {
-            tracing::error!("{f}")
-        } else {
-            tracing::warn!("{f}")
+    let mut loader = Loader::new(Sources {
+        paths: args.config.clone(),
+        mesh: args.mesh.clone(),
+        namespace: args.namespace.clone(),
+        reserved,
+    });
+    let table = match loader.load() {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                "the configuration is invalid ({} error(s)): not starting",
+                errors.len()
+            );
+            return ExitCode::from(EXIT_CONFIG);
         }
-    }
-    let Some(table) = built.table else {
-        tracing::error!(
-            "the configuration is invalid ({} error(s)): not starting",
-            built.errors()
-        );
-        return ExitCode::from(EXIT_CONFIG);
     };
     let dns_servers = if args.dns_server.is_empty() {
         crate::dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
@@ -175,7 +158,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let ports = table.ports();
     let published = Arc::new(Published::new(table));
+    if let Err(e) = crate::control::spawn(loader, published.clone(), ports) {
+        tracing::error!("cannot start the control thread: {e}");
+        return ExitCode::FAILURE;
+    }
     let handles = match runtime::start(published, settings, workers, addresses.clone()) {
         Ok(h) => h,
         Err(e) => {

@@ -139,6 +139,16 @@ impl Proxy {
         proxy
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The configuration file the proxy was started on (rewrite it to reload).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config").join("config.yaml")
+    }
+
     /// The proxy's own log (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()

@@ -1,0 +1,260 @@
+//! The control thread: configuration is loaded, validated and compiled here, never on a
+//! worker. A reload is triggered by SIGHUP or by a change under a watched path (debounced), reads
+//! everything, and either publishes the new table with one atomic swap or keeps serving the last
+//! good one and logs every error (Decisions 7). Object age for precedence (§7) is the generation
+//! in which an object first appeared, kept across reloads.
+//!
+//! Paths are watched through their directory (a file's parent), so editors that write a
+//! temporary file and rename it, and Kubernetes ConfigMap updates that swap the `..data`
+//! symlink, are seen.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use dataplane_config::table::RouteTable;
+use dataplane_config::{ObjectKey, Options, build};
+use notify::Watcher;
+
+use crate::config_files;
+use crate::snapshot::Published;
+
+/// Events closer together than this are one reload.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Where the configuration comes from and how it is compiled.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `--config` paths.
+    pub paths: Vec<PathBuf>,
+    /// `--mesh` file.
+    pub mesh: Option<PathBuf>,
+    /// `--namespace`.
+    pub namespace: String,
+    /// Ports the proxy does not serve.
+    pub reserved: Vec<u16>,
+}
+
+/// The loader's state between reloads.
+#[derive(Debug)]
+pub struct Loader {
+    sources: Sources,
+    /// Object -> generation in which it first appeared.
+    ages: HashMap<ObjectKey, u64>,
+    /// The generation the next successful load becomes.
+    next: u64,
+}
+
+impl Loader {
+    /// A loader for `sources`; the first load is generation 1.
+    pub fn new(sources: Sources) -> Self {
+        Self {
+            sources,
+            ages: HashMap::new(),
+            next: 1,
+        }
+    }
+
+    /// Read, validate and compile everything. Warnings are logged; errors reject the load and
+    /// are returned, one line each.
+    pub fn load(&mut self) -> Result<RouteTable, Vec<String>> {
+        let files = config_files::read_sources(&self.sources.paths).map_err(|e| vec![e])?;
+        let mesh = config_files::read_mesh(self.sources.mesh.as_deref()).map_err(|e| vec![e])?;
+        let generation = self.next;
+        let ages = &self.ages;
+        let age = |k: &ObjectKey| ages.get(k).copied().unwrap_or(generation);
+        let exists = config_files::file_exists;
+        let opts = Options {
+            namespace: &self.sources.namespace,
+            reserved_ports: &self.sources.reserved,
+            file_exists: Some(&exists),
+            age: Some(&age),
+        };
+        let built = build(&files, mesh.as_ref(), &opts);
+        for f in built.findings.iter().filter(|f| !f.is_error()) {
+            tracing::warn!("{f}");
+        }
+        let Some(table) = built.table else {
+            return Err(built.error_messages());
+        };
+        // Ages survive for objects still present; an object that comes back later is new.
+        let mut ages: HashMap<ObjectKey, u64> =
+            HashMap::with_capacity(built.registry.objects.len());
+        for key in &built.registry.objects {
+            ages.insert(
+                key.clone(),
+                self.ages.get(key).copied().unwrap_or(generation),
+            );
+        }
+        self.ages = ages;
+        self.next += 1;
+        Ok(table)
+    }
+
+    /// What to watch: each configuration directory, and each named file through its parent.
+    fn watch_targets(&self) -> Vec<WatchTarget> {
+        let target = |p: &PathBuf| {
+            let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            if p.is_dir() {
+                WatchTarget {
+                    dir: canonical,
+                    file: None,
+                }
+            } else {
+                let dir = canonical
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                WatchTarget {
+                    dir,
+                    file: p.file_name().map(std::ffi::OsStr::to_os_string),
+                }
+            }
+        };
+        self.sources
+            .paths
+            .iter()
+            .chain(self.sources.mesh.iter())
+            .map(target)
+            .collect()
+    }
+}
+
+/// A watched directory and, for a path given as a file, that file's name.
+#[derive(Debug, Clone)]
+struct WatchTarget {
+    dir: PathBuf,
+    file: Option<std::ffi::OsString>,
+}
+
+/// Whether a change at `path` can change the configuration: a YAML file or a ConfigMap `..`
+/// entry in a watched directory, or a watched file (or the `..` entries it links through).
+/// Anything else in those directories (the proxy's own logs, say) is ignored.
+fn concerns(targets: &[WatchTarget], path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let text = name.to_string_lossy();
+    let configmap = text.starts_with("..");
+    targets.iter().any(|t| {
+        t.dir == dir
+            && match &t.file {
+                None => configmap || text.ends_with(".yaml") || text.ends_with(".yml"),
+                Some(file) => configmap || file == name,
+            }
+    })
+}
+
+/// Start the control thread: reload on SIGHUP and on changes, publish to `published`.
+pub fn spawn(
+    mut loader: Loader,
+    published: Arc<Published>,
+    ports: Vec<u16>,
+) -> std::io::Result<()> {
+    let (tx, rx) = mpsc::channel::<&'static str>();
+    let signal_tx = tx.clone();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if signal_tx.send("SIGHUP").is_err() {
+                    return;
+                }
+            }
+        })?;
+    // Watches are registered before this returns: a change made right after start is seen.
+    let watch_tx = tx.clone();
+    let targets = loader.watch_targets();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = |e: &notify::Event| {
+            !e.kind.is_access() && e.paths.iter().any(|p| concerns(&targets, p))
+        };
+        if event.is_ok_and(|e| relevant(&e)) {
+            let _ = watch_tx.send("file change");
+        }
+    });
+    let watcher = match watcher {
+        Ok(mut w) => {
+            let mut dirs: Vec<PathBuf> =
+                loader.watch_targets().into_iter().map(|t| t.dir).collect();
+            dirs.sort();
+            dirs.dedup();
+            for d in dirs {
+                if let Err(e) = w.watch(&d, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!("cannot watch {}: {e} (SIGHUP still reloads)", d.display());
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!("no file watcher ({e}): reload with SIGHUP");
+            None
+        }
+    };
+    drop(tx);
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        // Kept alive for the thread's lifetime.
+        let _watcher = watcher;
+        while let Ok(why) = rx.recv() {
+            // Debounce: an editor's save or a ConfigMap swap is several events.
+            while rx.recv_timeout(DEBOUNCE).is_ok() {}
+            match loader.load() {
+                Ok(table) => {
+                    if table.ports() != ports {
+                        tracing::warn!("the set of service ports changed: listeners mode binds new ports only at start");
+                    }
+                    let generation = published.publish(table);
+                    tracing::info!(generation, trigger = why, "configuration reloaded and published");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        generation = published.generation(),
+                        trigger = why,
+                        "configuration reload rejected: keeping the current configuration"
+                    );
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_changes_concern_a_reload() {
+        let targets = vec![
+            WatchTarget {
+                dir: "/etc/dp/conf".into(),
+                file: None,
+            },
+            WatchTarget {
+                dir: "/etc/dp".into(),
+                file: Some("mesh.yaml".into()),
+            },
+        ];
+        let cases = [
+            ("/etc/dp/conf/a.yaml", true),
+            ("/etc/dp/conf/b.yml", true),
+            ("/etc/dp/conf/..data", true),
+            ("/etc/dp/conf/..2026_11_24", true),
+            ("/etc/dp/conf/notes.txt", false),
+            ("/etc/dp/conf/a.yaml.swp", false),
+            ("/etc/dp/mesh.yaml", true),
+            ("/etc/dp/proxy.log", false),
+            ("/etc/dp/other.yaml", false),
+            ("/elsewhere/a.yaml", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(concerns(&targets, Path::new(path)), want, "{path}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Reload without a dropped connection: the configuration file is rewritten the way editors
+//! do (temporary file, rename), the new routes take effect, an established connection keeps
+//! the route it started with, an invalid version is rejected with its errors logged while the
+//! last good configuration keeps serving, and SIGHUP reloads too.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use dataplane_tests::{Proxy, Upstream, free_port};
+
+const REGISTRY_ONLY: &str = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n";
+
+fn config(port: u16, upstream: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: db}}\nspec:\n  hosts: [db.example.com]\n  addresses: [127.0.0.30]\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {upstream}}}}}]\n"
+    )
+}
+
+/// Replace the file the way editors do: write a temporary file, rename it over.
+fn rewrite(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn banner(port: u16) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.30", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 2];
+    s.read_exact(&mut b).ok().map(|()| b.to_vec())
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reload_changes_routes_and_keeps_established_connections() {
+    let (a, b) = (Upstream::start(b"A\n"), Upstream::start(b"B\n"));
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(port, a.port),
+        REGISTRY_ONLY,
+        &["--capture", "listeners"],
+        port,
+    );
+    let mut established = TcpStream::connect(("127.0.0.30", port)).unwrap();
+    established
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut greeting = [0u8; 2];
+    established.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"A\n");
+
+    let started = Instant::now();
+    rewrite(&proxy.config_file(), &config(port, b.port));
+    eventually("new connections go to B", || {
+        banner(port).as_deref() == Some(b"B\n")
+    });
+    let took = started.elapsed();
+
+    // The connection opened before the reload still talks to A.
+    established.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    established.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here");
+
+    // An invalid version is rejected; B keeps serving.
+    rewrite(
+        &proxy.config_file(),
+        &config(port, a.port).replace("[db.example.com]", "['*']"),
+    );
+    eventually("the rejection is logged", || {
+        proxy.log().contains("configuration reload rejected")
+    });
+    assert!(
+        proxy.log().contains("[SE_HOST_FULL_WILDCARD]"),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(banner(port).as_deref(), Some(&b"B\n"[..]));
+
+    // SIGHUP reloads (here after a valid rewrite back to A).
+    rewrite(&proxy.config_file(), &config(port, a.port));
+    eventually("back to A", || banner(port).as_deref() == Some(b"A\n"));
+    let before = proxy
+        .log()
+        .matches("configuration reloaded and published")
+        .count();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("SIGHUP reloads", || {
+        proxy.log().matches("trigger=\"SIGHUP\"").count() > 0
+    });
+    assert!(
+        proxy
+            .log()
+            .matches("configuration reloaded and published")
+            .count()
+            > before
+    );
+    // The proxy's own log writes (next to the mesh file here) never trigger reloads.
+    let reloads = proxy.log().matches("configuration reloaded").count();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        proxy.log().matches("configuration reloaded").count(),
+        reloads,
+        "{}",
+        proxy.log()
+    );
+    eprintln!("route change live {took:?} after the rename");
+}
