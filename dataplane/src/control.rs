@@ -18,8 +18,8 @@ use dataplane_config::table::RouteTable;
 use dataplane_config::{ObjectKey, Options, build};
 use notify::Watcher;
 
+use crate::admin::{AdminState, ReloadStatus};
 use crate::config_files;
-use crate::snapshot::Published;
 
 /// Events closer together than this are one reload.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -146,12 +146,9 @@ fn concerns(targets: &[WatchTarget], path: &Path) -> bool {
     })
 }
 
-/// Start the control thread: reload on SIGHUP and on changes, publish to `published`.
-pub fn spawn(
-    mut loader: Loader,
-    published: Arc<Published>,
-    ports: Vec<u16>,
-) -> std::io::Result<()> {
+/// Start the control thread: reload on SIGHUP and on changes, publish to `admin.published`, and
+/// record each outcome for `/config_dump`.
+pub fn spawn(mut loader: Loader, admin: Arc<AdminState>, ports: Vec<u16>) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel::<&'static str>();
     let signal_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
@@ -205,8 +202,9 @@ pub fn spawn(
                     if table.ports() != ports {
                         tracing::warn!("the set of service ports changed: listeners mode binds new ports only at start");
                     }
-                    let generation = published.publish(table);
+                    let generation = admin.published.publish(table);
                     tracing::info!(generation, trigger = why, "configuration reloaded and published");
+                    record(&admin, ReloadStatus::now(why, "published", Vec::new()));
                 }
                 Err(errors) => {
                     for e in &errors {
@@ -214,15 +212,22 @@ pub fn spawn(
                     }
                     tracing::error!(
                         errors = errors.len(),
-                        generation = published.generation(),
+                        generation = admin.published.generation(),
                         trigger = why,
                         "configuration reload rejected: keeping the current configuration"
                     );
+                    record(&admin, ReloadStatus::now(why, "rejected", errors));
                 }
             }
         }
     })?;
     Ok(())
+}
+
+fn record(admin: &AdminState, status: ReloadStatus) {
+    if let Ok(mut last) = admin.last_reload.lock() {
+        *last = status;
+    }
 }
 
 #[cfg(test)]

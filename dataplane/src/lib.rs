@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod capture;
 pub mod cli;
 pub mod config_files;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use dataplane_config::validate::RESERVED_PORTS;
 
+use crate::admin::{AdminState, ReloadStatus};
 use crate::control::{Loader, Sources};
 use crate::runtime::{self, Capture, Settings};
 use crate::snapshot::Published;
@@ -55,7 +56,7 @@ pub struct RunArgs {
     /// Address to listen on.
     #[arg(long, env = "DATAPLANE_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// Admin address (/ready, /stats/prometheus, /config_dump): not served yet.
+    /// Admin address: GET /ready and GET /config_dump (metrics and drain: not yet).
     #[arg(long, env = "DATAPLANE_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
     /// Worker threads (default: one per core).
@@ -160,7 +161,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .max(1);
     let ports = table.ports();
     let published = Arc::new(Published::new(table));
-    if let Err(e) = crate::control::spawn(loader, published.clone(), ports) {
+    let admin = Arc::new(AdminState {
+        published: published.clone(),
+        last_reload: std::sync::Mutex::new(ReloadStatus::now("start", "published", Vec::new())),
+    });
+    if let Err(e) = crate::control::spawn(loader, admin.clone(), ports) {
         tracing::error!("cannot start the control thread: {e}");
         return ExitCode::FAILURE;
     }
@@ -171,6 +176,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Ready once every worker has bound its listeners (runtime::start returned).
+    crate::admin::spawn(args.admin, admin);
     let listening: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     tracing::info!(capture = ?args.capture, listening = %listening.join(" "), "serving");
     for h in handles {

@@ -32,6 +32,11 @@ impl Published {
         self.generation.fetch_add(1, Ordering::Release) + 1
     }
 
+    /// The current table (for the admin and control threads).
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
     /// The current generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

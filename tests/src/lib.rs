@@ -119,6 +119,12 @@ impl Proxy {
             .arg("--mesh")
             .arg(dir.path().join("mesh.yaml"))
             .args(args)
+            // Parallel proxies must not fight over the default admin port.
+            .args(if args.contains(&"--admin") {
+                &[][..]
+            } else {
+                &["--admin", "127.0.0.1:0"][..]
+            })
             .stdout(stdout)
             .stderr(stderr);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DATAPLANE_")) {

@@ -32,6 +32,29 @@ fn banner(port: u16) -> Option<Vec<u8>> {
     s.read_exact(&mut b).ok().map(|()| b.to_vec())
 }
 
+/// Send `request` to the admin port; the status and body of the answer.
+fn raw(port: u16, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes(),
+    ))
+}
+
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
@@ -44,12 +67,13 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 fn reload_changes_routes_and_keeps_established_connections() {
     let (a, b) = (Upstream::start(b"A\n"), Upstream::start(b"B\n"));
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(port, a.port),
-        REGISTRY_ONLY,
-        &["--capture", "listeners"],
-        port,
-    );
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let args = ["--capture", "listeners", "--admin", &admin];
+    let proxy = Proxy::start(&config(port, a.port), REGISTRY_ONLY, &args, port);
+    eventually("the admin server answers", || {
+        get(admin_port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
     let mut established = TcpStream::connect(("127.0.0.30", port)).unwrap();
     established
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -85,6 +109,27 @@ fn reload_changes_routes_and_keeps_established_connections() {
         proxy.log()
     );
     assert_eq!(banner(port).as_deref(), Some(&b"B\n"[..]));
+    let (status, body) = get(admin_port, "/config_dump").unwrap();
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dump["last_reload"]["outcome"], "rejected", "{dump}");
+    let first_error = dump["last_reload"]["errors"][0].as_str().unwrap();
+    assert!(
+        first_error.contains("[SE_HOST_FULL_WILDCARD]"),
+        "{first_error}"
+    );
+    let generation = dump["generation"].as_u64().unwrap();
+    assert!(generation >= 2, "the reload to B published: {generation}");
+    assert_eq!(dump["objects"][0], "ServiceEntry default/db");
+    let upstream = dump["routes"]["clusters"][0]["upstream"].as_str().unwrap();
+    assert!(
+        upstream.ends_with(&b.port.to_string()),
+        "the B table serves: {upstream}"
+    );
+    assert_eq!(get(admin_port, "/nope").unwrap().0, 404);
+    assert_eq!(raw(admin_port, b"\x00\x01 garbage\r\n\r\n").0, 400);
+    let ready = get(admin_port, "/ready").unwrap().0;
+    assert_eq!(ready, 200, "the admin server survives malformed requests");
 
     // SIGHUP reloads (here after a valid rewrite back to A).
     rewrite(&proxy.config_file(), &config(port, a.port));
