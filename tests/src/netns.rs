@@ -51,8 +51,35 @@ pub fn available(test: &str) -> bool {
         .is_ok_and(|o| o.status.success());
     if !(root && ip) {
         eprintln!("SKIPPED {test}: needs root and iproute2 to make network namespaces");
+        return false;
     }
-    root && ip
+    let tools = [
+        "nft",
+        "curl",
+        "openssl",
+        "nginx",
+        "redis-server",
+        "redis-cli",
+        "dnsmasq",
+        "socat",
+    ];
+    let missing: Vec<&str> = tools
+        .into_iter()
+        .filter(|t| {
+            Command::new("which")
+                .arg(t)
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIPPED {test}: missing {} (scripts/install-test-deps installs them)",
+            missing.join(", ")
+        );
+        return false;
+    }
+    true
 }
 
 fn run(args: &[&str]) -> Output {
