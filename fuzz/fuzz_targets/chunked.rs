@@ -9,7 +9,13 @@ fuzz_target!(|data: &[u8]| {
     let a = whole.feed(data);
     let mut split = Tracker::new();
     let cut = data.len() / 2;
-    let b = split.feed(&data[..cut]).and_then(|n| if split.done() { Ok(n) } else { split.feed(&data[cut..]).map(|m| n + m) });
+    let b = split.feed(&data[..cut]).and_then(|n| {
+        if split.done() {
+            Ok(n)
+        } else {
+            split.feed(&data[cut..]).map(|m| n + m)
+        }
+    });
     if let (Ok(a), Ok(b)) = (a, b) {
         assert!(a <= data.len());
         assert_eq!(a, b, "split feeding disagrees");

@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(h.consumed <= data.len());
         // Every strict prefix of a complete hello needs more bytes.
         let prefix = &data[..h.consumed.saturating_sub(1)];
-        assert!(matches!(parse(prefix), Parse::NeedMore | Parse::Invalid(_)), "prefix of a hello");
+        assert!(
+            matches!(parse(prefix), Parse::NeedMore | Parse::Invalid(_)),
+            "prefix of a hello"
+        );
     }
 });

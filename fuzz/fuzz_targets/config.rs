@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
         for port in t.ports() {
             let dst = std::net::SocketAddr::from(([192, 0, 2, 1], port));
             let l = t.listener(dst);
-            let _ = t.decide(l, Detected::Tls { sni: Some(b"a.example.com") });
+            let _ = t.decide(
+                l,
+                Detected::Tls {
+                    sni: Some(b"a.example.com"),
+                },
+            );
             let _ = t.decide(l, Detected::Http);
             let _ = t.decide(l, Detected::Other);
         }

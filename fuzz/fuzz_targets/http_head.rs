@@ -11,8 +11,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(head)) = parse(data) {
         assert!(head.head_len <= data.len());
         assert!(!head.authority.is_empty());
-        let te = head.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-        let cl = head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).count();
+        let te = head
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+        let cl = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .count();
         assert!(!(te && cl > 0), "both framings accepted");
         assert!(cl <= 1, "two Content-Lengths accepted");
         if head.framing == Framing::Chunked {
