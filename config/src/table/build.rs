@@ -662,26 +662,25 @@ impl<'r> Builder<'r, '_> {
                     continue;
                 }
                 for h in &vs.hosts {
-                    let Some(&vi) = services
+                    let service = services
                         .iter()
-                        .find(|&&vi| host::matches(h, &self.views[vi].host))
-                    else {
+                        .copied()
+                        .find(|&vi| host::matches(h, &self.views[vi].host));
+                    // Istio quirk (spec §9.1): on listener port 80 only, VirtualService hosts
+                    // that match no service still get a virtual host.
+                    if service.is_none() && port != 80 {
                         continue;
-                    };
+                    }
                     if config.domains.contains_pattern(h) {
                         continue;
                     }
                     let Some(routes) = self.http_routes(vs, port) else {
                         continue;
                     };
-                    let exact = self.views[vi].host == *h;
-                    let cluster = if exact {
-                        self.cluster(vi, port, None)
-                    } else {
-                        None
-                    };
+                    let exact = service.filter(|&vi| self.views[vi].host == *h);
+                    let cluster = exact.and_then(|vi| self.cluster(vi, port, None));
                     let mut domains = vec![h.clone()];
-                    if exact {
+                    if let Some(vi) = exact {
                         domains.extend(address_domains(&self.views[vi].addresses));
                     }
                     self.add_vhost(

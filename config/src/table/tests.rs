@@ -495,6 +495,48 @@ fn virtual_service_http_rules() {
 }
 
 #[test]
+fn port_80_virtual_service_hosts_without_a_service() {
+    // Istio quirk (spec §9.1): only on port 80 does a VirtualService host that matches no
+    // service get a virtual host of its own.
+    let alias = |port: u16| {
+        obj(
+            "VirtualService",
+            &format!("alias{port}"),
+            "default",
+            &format!(
+                "hosts: [alias{port}.example.com]\nhttp:\n- route: [{{destination: {{host: api.example.com, port: {{number: {port}}}}}}}]"
+            ),
+        )
+    };
+    let yaml = se(
+        "api",
+        "hosts: [api.example.com]\nports: [{number: 80, name: http}, {number: 8080, name: http-alt}]\nresolution: DNS",
+    ) + &alias(80)
+        + &alias(8080);
+    let t = table(&yaml, REGISTRY_ONLY);
+    assert_eq!(
+        http_route(&t, "1.1.1.1:80", "alias80.example.com"),
+        "alias80.example.com:80"
+    );
+    assert_eq!(
+        http_route(&t, "1.1.1.1:8080", "alias8080.example.com"),
+        "502"
+    );
+    let l = t.listener("1.1.1.1:80".parse().unwrap());
+    let Decision::Http(id) = t.decide(l, Detected::Http) else {
+        panic!()
+    };
+    let HostRoute::VirtualHost(vh) = t.http_config(id).route(b"alias80.example.com") else {
+        panic!()
+    };
+    let dest = vh.routes.as_ref().unwrap()[0].destinations[0]
+        .cluster
+        .unwrap();
+    assert_eq!(t.cluster(dest).name, "outbound|80||api.example.com");
+    assert!(vh.cluster.is_none());
+}
+
+#[test]
 fn virtual_service_tls_and_tcp_rules() {
     let yaml = se(
         "a",
