@@ -1,5 +1,5 @@
 //! The admin server on `--admin`, on its own thread (never a worker): `GET /ready` (200 once
-//! the workers serve) and `GET /config_dump` (JSON: generation, the last reload's time, trigger,
+//! the workers serve, 503 while draining), `POST /drain` (see [`crate::drain`]) and `GET /config_dump` (JSON: generation, the last reload's time, trigger,
 //! outcome and errors, the objects loaded, the compiled routes). Unknown paths get 404; a
 //! malformed request gets 400 and the server carries on.
 
@@ -47,6 +47,8 @@ pub struct AdminState {
     pub published: Arc<Published>,
     /// Written by the control thread.
     pub last_reload: Mutex<ReloadStatus>,
+    /// Drain state: readiness, and `POST /drain`.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 #[derive(Serialize)]
@@ -106,7 +108,14 @@ fn serve(mut conn: TcpStream, state: &AdminState) {
     };
     let path = path.split('?').next().unwrap_or_default();
     match (method.as_str(), path) {
+        ("GET", "/ready") if state.drain.is_draining() => {
+            reply(&mut conn, 503, "text/plain", b"draining\n")
+        }
         ("GET", "/ready") => reply(&mut conn, 200, "text/plain", b"ready\n"),
+        ("POST", "/drain") => {
+            state.drain.request(crate::drain::Trigger::Admin);
+            reply(&mut conn, 200, "text/plain", b"draining\n")
+        }
         ("GET", "/config_dump") => {
             let table = state.published.current();
             let dump = ConfigDump {
@@ -124,7 +133,7 @@ fn serve(mut conn: TcpStream, state: &AdminState) {
                 Err(_) => reply(&mut conn, 500, "text/plain", b"cannot encode\n"),
             }
         }
-        (_, "/ready" | "/config_dump") => {
+        (_, "/ready" | "/config_dump" | "/drain") => {
             reply(&mut conn, 405, "text/plain", b"method not allowed\n")
         }
         _ => reply(&mut conn, 404, "text/plain", b"not found\n"),
@@ -137,6 +146,7 @@ fn reply(conn: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let head = format!(

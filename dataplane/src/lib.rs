@@ -14,6 +14,7 @@ pub mod conn;
 pub mod control;
 pub mod detect;
 pub mod dns;
+pub mod drain;
 pub mod forward;
 pub mod http;
 pub mod run;

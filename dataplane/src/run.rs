@@ -11,6 +11,7 @@ use dataplane_config::validate::RESERVED_PORTS;
 
 use crate::admin::{AdminState, ReloadStatus};
 use crate::control::{Loader, Sources};
+use crate::drain::{Drain, Outcome};
 use crate::runtime::{self, Capture, Settings};
 use crate::snapshot::Published;
 
@@ -56,7 +57,7 @@ pub struct RunArgs {
     /// Address to listen on.
     #[arg(long, env = "DATAPLANE_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// Admin address: GET /ready and GET /config_dump (metrics and drain: not yet).
+    /// Admin address: GET /ready, GET /config_dump, POST /drain (metrics: not yet).
     #[arg(long, env = "DATAPLANE_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
     /// Worker threads (default: one per core).
@@ -71,7 +72,7 @@ pub struct RunArgs {
     /// How long to wait for a ClientHello or request line (Decisions 9).
     #[arg(long, env = "DATAPLANE_DETECT_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub detect_timeout: Duration,
-    /// Graceful drain bound: not used yet.
+    /// How long a drain (SIGTERM, SIGINT, POST /drain) waits for connections in flight.
     #[arg(long, env = "DATAPLANE_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
     /// Istio status port (/healthz/ready): not served yet.
@@ -101,7 +102,7 @@ fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     ok.then_some(guard)
 }
 
-/// Run the proxy until killed.
+/// Run the proxy until it is drained (SIGTERM, SIGINT, POST /drain) or killed.
 pub fn run(args: &RunArgs) -> ExitCode {
     let _log_guard = init_logging();
     crate::access_log::start_writer();
@@ -141,7 +142,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             "no DNS server (--dns-server, /etc/resolv.conf): DNS-resolved services will fail"
         );
     }
-    for unserved in ["admin", "status port", "prometheus port", "drain"] {
+    for unserved in ["status port", "prometheus port"] {
         tracing::debug!("{unserved}: not served by this build yet");
     }
     let settings = Settings {
@@ -161,15 +162,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .max(1);
     let ports = table.ports();
     let published = Arc::new(Published::new(table));
+    let (drain, drain_requests) = Drain::new(workers);
+    if let Err(e) = drain.watch_signals() {
+        tracing::error!("cannot watch SIGTERM and SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
     let admin = Arc::new(AdminState {
         published: published.clone(),
         last_reload: std::sync::Mutex::new(ReloadStatus::now("start", "published", Vec::new())),
+        drain: drain.clone(),
     });
     if let Err(e) = crate::control::spawn(loader, admin.clone(), ports) {
         tracing::error!("cannot start the control thread: {e}");
         return ExitCode::FAILURE;
     }
-    let handles = match runtime::start(published, settings, workers, addresses.clone()) {
+    let handles = match runtime::start(published, settings, workers, addresses.clone(), &drain) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}");
@@ -180,8 +187,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
     crate::admin::spawn(args.admin, admin);
     let listening: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     tracing::info!(capture = ?args.capture, listening = %listening.join(" "), "serving");
-    for h in handles {
-        let _ = h.join();
+    // Workers run until the process exits; the main thread waits for a drain and ends it.
+    drop(handles);
+    match drain.supervise(&drain_requests, args.drain_timeout) {
+        Outcome::Drained => tracing::info!("drained: every connection finished"),
+        Outcome::TimedOut(open) => {
+            tracing::warn!(open, "drain timeout: closing the connections still open");
+        }
+        Outcome::Forced(open) => tracing::warn!(open, "second signal: exiting at once"),
     }
     ExitCode::SUCCESS
 }

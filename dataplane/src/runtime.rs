@@ -13,6 +13,7 @@ use monoio::{FusionDriver, RuntimeBuilder};
 use socket2::{Domain, Socket, Type};
 
 use crate::conn::{self, Worker};
+use crate::drain::{Drain, WorkerDrain};
 use crate::snapshot::{Local, Published};
 use crate::upstream::Balancer;
 
@@ -99,6 +100,7 @@ pub fn start(
     settings: Settings,
     workers: usize,
     addresses: Vec<SocketAddr>,
+    drain: &Arc<Drain>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let forced_epoll = std::env::var("DATAPLANE_IO_DRIVER").is_ok_and(|d| d == "epoll");
@@ -120,6 +122,7 @@ pub fn start(
         let settings = settings.clone();
         let addresses = addresses.clone();
         let ready = ready_tx.clone();
+        let drain = drain.clone();
         let use_uring = uring;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{id}"))
@@ -144,6 +147,7 @@ pub fn start(
                 let ready_on_error = ready.clone();
                 let serve = async move {
                     let local = Rc::new(Local::new(published));
+                    let drain = drain.worker(id);
                     let resolver = crate::dns::resolver::Resolver::new(
                         settings.dns_servers.clone(),
                         settings.mark,
@@ -158,7 +162,12 @@ pub fn start(
                     for l in listeners {
                         match monoio::net::TcpListener::from_std(l) {
                             Ok(l) => {
-                                monoio::spawn(accept_loop(l, local.clone(), worker.clone()));
+                                monoio::spawn(accept_loop(
+                                    l,
+                                    local.clone(),
+                                    worker.clone(),
+                                    drain.clone(),
+                                ));
                             }
                             Err(e) => {
                                 let _ = ready.send(Err(format!("cannot register a listener: {e}")));
@@ -199,12 +208,28 @@ pub fn start(
     Ok(handles)
 }
 
-async fn accept_loop(listener: monoio::net::TcpListener, local: Rc<Local>, worker: Rc<Worker>) {
+/// Accept until the drain begins, then drop the listener: new connections are refused while
+/// the ones accepted run on, each counted until it ends.
+async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    local: Rc<Local>,
+    worker: Rc<Worker>,
+    drain: Rc<WorkerDrain>,
+) {
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.begun() => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let table = local.current();
-                monoio::spawn(conn::serve(worker.clone(), table, stream, peer));
+                let tracked = drain.track();
+                let serve = conn::serve(worker.clone(), table, stream, peer);
+                monoio::spawn(async move {
+                    serve.await;
+                    drop(tracked);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off and keep serving the connections we have.

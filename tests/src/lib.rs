@@ -150,6 +150,31 @@ impl Proxy {
         self.child.id()
     }
 
+    /// Send a signal by name (`TERM`, `HUP`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its exit code (-1 when killed by a
+    /// signal), or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The configuration file the proxy was started on (rewrite it to reload).
     pub fn config_file(&self) -> PathBuf {
         self.dir.path().join("config").join("config.yaml")
