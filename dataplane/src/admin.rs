@@ -1,4 +1,5 @@
-//! The admin server on `--admin`, on its own thread (never a worker): `GET /ready` (200 once
+//! The admin server on `--admin`, and the Istio-style status port (`GET /healthz/ready` on
+//! `--status-port`), each on its own thread (never a worker). Admin: `GET /ready` (200 once
 //! the workers serve, 503 while draining), `POST /drain` (see [`crate::drain`]) and `GET /config_dump` (JSON: generation, the last reload's time, trigger,
 //! outcome and errors, the objects loaded, the compiled routes). Unknown paths get 404; a
 //! malformed request gets 400 and the server carries on.
@@ -59,33 +60,61 @@ struct ConfigDump {
     routes: dataplane_config::table::RoutesView,
 }
 
-/// Serve on `addr` in a thread of its own. A port that cannot be bound is logged, not fatal.
-pub fn spawn(addr: SocketAddr, state: Arc<AdminState>) {
+/// Which paths a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `--admin`: everything.
+    Admin,
+    /// `--status-port`, like an Istio proxy's: `GET /healthz/ready` only, for Kubernetes probes.
+    Status,
+}
+
+impl Surface {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Serve `surface` on `addr` in a thread of its own. A port that cannot be bound is logged,
+/// not fatal.
+pub fn spawn(addr: SocketAddr, surface: Surface, state: Arc<AdminState>) {
+    let name = surface.name();
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("admin server not started: cannot listen on {addr}: {e}");
+            tracing::error!("{name} server not started: cannot listen on {addr}: {e}");
             return;
         }
     };
     if let Ok(local) = listener.local_addr() {
-        tracing::info!(admin = %local, "admin server listening");
+        tracing::info!(address = %local, "{name} server listening");
     }
     let spawned = std::thread::Builder::new()
-        .name("admin".into())
+        .name(name.into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-                serve(conn, &state);
+                serve(conn, surface, &state);
             }
         });
     if let Err(e) = spawned {
-        tracing::error!("admin server not started: {e}");
+        tracing::error!("{name} server not started: {e}");
     }
 }
 
-fn serve(mut conn: TcpStream, state: &AdminState) {
+fn ready(conn: &mut TcpStream, state: &AdminState) {
+    if state.drain.is_draining() {
+        reply(conn, 503, "text/plain", b"draining\n")
+    } else {
+        reply(conn, 200, "text/plain", b"ready\n")
+    }
+}
+
+fn serve(mut conn: TcpStream, surface: Surface, state: &AdminState) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let (method, path) = loop {
@@ -107,11 +136,15 @@ fn serve(mut conn: TcpStream, state: &AdminState) {
         }
     };
     let path = path.split('?').next().unwrap_or_default();
+    if surface == Surface::Status {
+        return match (method.as_str(), path) {
+            ("GET", "/healthz/ready") => ready(&mut conn, state),
+            (_, "/healthz/ready") => reply(&mut conn, 405, "text/plain", b"method not allowed\n"),
+            _ => reply(&mut conn, 404, "text/plain", b"not found\n"),
+        };
+    }
     match (method.as_str(), path) {
-        ("GET", "/ready") if state.drain.is_draining() => {
-            reply(&mut conn, 503, "text/plain", b"draining\n")
-        }
-        ("GET", "/ready") => reply(&mut conn, 200, "text/plain", b"ready\n"),
+        ("GET", "/ready") => ready(&mut conn, state),
         ("POST", "/drain") => {
             state.drain.request(crate::drain::Trigger::Admin);
             reply(&mut conn, 200, "text/plain", b"draining\n")

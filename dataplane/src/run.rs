@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use dataplane_config::validate::RESERVED_PORTS;
 
-use crate::admin::{AdminState, ReloadStatus};
+use crate::admin::{AdminState, ReloadStatus, Surface};
 use crate::control::{Loader, Sources};
 use crate::drain::{Drain, Outcome};
 use crate::runtime::{self, Capture, Settings};
@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// How long a drain (SIGTERM, SIGINT, POST /drain) waits for connections in flight.
     #[arg(long, env = "DATAPLANE_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
-    /// Istio status port (/healthz/ready): not served yet.
+    /// Istio status port: GET /healthz/ready on --bind, for Kubernetes probes (0: any free port).
     #[arg(long, env = "DATAPLANE_STATUS_PORT", default_value_t = 15021)]
     pub status_port: u16,
     /// How bytes are moved: copy through adaptive buffers, or splice through pooled pipes.
@@ -142,9 +142,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             "no DNS server (--dns-server, /etc/resolv.conf): DNS-resolved services will fail"
         );
     }
-    for unserved in ["status port", "prometheus port"] {
-        tracing::debug!("{unserved}: not served by this build yet");
-    }
+    tracing::debug!("prometheus port: not served by this build yet");
     let settings = Settings {
         capture: args.capture,
         outbound_port: args.outbound_port,
@@ -184,7 +182,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     // Ready once every worker has bound its listeners (runtime::start returned).
-    crate::admin::spawn(args.admin, admin);
+    crate::admin::spawn(args.admin, Surface::Admin, admin.clone());
+    let status = SocketAddr::new(args.bind, args.status_port);
+    crate::admin::spawn(status, Surface::Status, admin);
     let listening: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     tracing::info!(capture = ?args.capture, listening = %listening.join(" "), "serving");
     // Workers run until the process exits; the main thread waits for a drain and ends it.

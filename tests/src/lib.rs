@@ -125,6 +125,11 @@ impl Proxy {
             } else {
                 &["--admin", "127.0.0.1:0"][..]
             })
+            .args(if args.contains(&"--status-port") {
+                &[][..]
+            } else {
+                &["--status-port", "0"][..]
+            })
             .stdout(stdout)
             .stderr(stderr);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DATAPLANE_")) {

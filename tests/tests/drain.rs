@@ -1,5 +1,5 @@
 //! Graceful drain: on SIGTERM (or `POST /drain`) readiness goes 503, new connections are
-//! refused, a connection streaming through the proxy completes, and the process exits 0 once it
+//! refused (and the Istio status port's `/healthz/ready` goes 503 too), a connection streaming through the proxy completes, and the process exits 0 once it
 //! has; with a connection that never ends, the process exits 0 at `--drain-timeout`; a second
 //! signal exits at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
@@ -55,21 +55,29 @@ fn echo(s: &mut TcpStream, chunk: &[u8]) {
     assert_eq!(back, chunk);
 }
 
-fn start(drain_timeout: &str, env: &[(&str, &str)]) -> (Proxy, Upstream, u16, u16) {
+/// The proxy, its upstream, the service port, and the admin and status ports.
+fn start(drain_timeout: &str, env: &[(&str, &str)]) -> (Proxy, Upstream, u16, u16, u16) {
     let upstream = Upstream::start(b"U\n");
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port, status_port) = (free_port(), free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin_port}");
+    let status = status_port.to_string();
     let args = [
         "--capture",
         "listeners",
         "--admin",
         &admin_addr,
+        "--status-port",
+        &status,
         "--drain-timeout",
         drain_timeout,
     ];
     let proxy = Proxy::start_env(&config(port, upstream.port), "", &args, env, port);
     eventually("ready", || admin(admin_port, "GET", "/ready") == Some(200));
-    (proxy, upstream, port, admin_port)
+    eventually("the status port is ready", || {
+        admin(status_port, "GET", "/healthz/ready") == Some(200)
+    });
+    assert_eq!(admin(status_port, "GET", "/config_dump"), Some(404));
+    (proxy, upstream, port, admin_port, status_port)
 }
 
 #[test]
@@ -80,12 +88,13 @@ fn sigterm_lets_a_streaming_connection_finish_and_refuses_new_ones() {
 }
 
 fn sigterm_drain(env: &[(&str, &str)]) {
-    let (mut proxy, upstream, port, admin_port) = start("30s", env);
+    let (mut proxy, upstream, port, admin_port, status_port) = start("30s", env);
     let mut streaming = open(port);
     echo(&mut streaming, b"before the drain");
     proxy.signal("TERM");
     eventually("readiness goes 503", || {
         admin(admin_port, "GET", "/ready") == Some(503)
+            && admin(status_port, "GET", "/healthz/ready") == Some(503)
     });
     eventually("new connections are refused", || {
         TcpStream::connect((VIP, port)).is_err()
@@ -122,7 +131,7 @@ fn sigterm_drain(env: &[(&str, &str)]) {
 
 #[test]
 fn post_drain_ends_at_the_timeout_and_a_second_signal_exits_at_once() {
-    let (mut proxy, _upstream, port, admin_port) = start("1s", &[]);
+    let (mut proxy, _upstream, port, admin_port, _) = start("1s", &[]);
     let mut idle = open(port);
     assert_eq!(admin(admin_port, "GET", "/drain"), Some(405));
     assert_eq!(admin(admin_port, "POST", "/drain"), Some(200));
@@ -138,7 +147,7 @@ fn post_drain_ends_at_the_timeout_and_a_second_signal_exits_at_once() {
     let mut buf = [0u8; 1];
     assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)));
 
-    let (mut proxy, _upstream, port, _admin_port) = start("60s", &[]);
+    let (mut proxy, _upstream, port, ..) = start("60s", &[]);
     let _idle = open(port);
     proxy.signal("TERM");
     eventually("the drain begins", || proxy.log().contains("draining"));

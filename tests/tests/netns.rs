@@ -191,6 +191,19 @@ fn https_routed_by_sni_registry_only() {
         Some(35),
         "unregistered host under REGISTRY_ONLY: {c:?}"
     );
+    // A kubelet-style probe of the Istio status port from the client side is not captured
+    // (its destination is local) and answers ready.
+    let probe = lab.topo.exec(
+        &lab.topo.client,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://172.16.1.1:15021/healthz/ready",
+        ],
+    );
+    assert_eq!(stdout(&probe), "ready\n", "{probe:?}\n{}", lab.proxy_log());
     let log = lab.access_log();
     let by_sni = |sni: &str| {
         log.iter()
