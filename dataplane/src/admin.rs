@@ -1,6 +1,6 @@
 //! The admin server on `--admin`, and the Istio-style status port (`GET /healthz/ready` on
 //! `--status-port`), each on its own thread (never a worker). Admin: `GET /ready` (200 once
-//! the workers serve, 503 while draining), `POST /drain` (see [`crate::drain`]) and `GET /config_dump` (JSON: generation, the last reload's time, trigger,
+//! every worker serves the current generation, 503 before and while draining), `POST /drain` (see [`crate::drain`]) and `GET /config_dump` (JSON: generation, the last reload's time, trigger,
 //! outcome and errors, the objects loaded, the compiled routes). Unknown paths get 404; a
 //! malformed request gets 400 and the server carries on.
 
@@ -50,6 +50,8 @@ pub struct AdminState {
     pub last_reload: Mutex<ReloadStatus>,
     /// Drain state: readiness, and `POST /drain`.
     pub drain: Arc<crate::drain::Drain>,
+    /// The generation each worker has applied.
+    pub acks: Arc<crate::snapshot::Acks>,
 }
 
 #[derive(Serialize)]
@@ -109,6 +111,13 @@ pub fn spawn(addr: SocketAddr, surface: Surface, state: Arc<AdminState>) {
 fn ready(conn: &mut TcpStream, state: &AdminState) {
     if state.drain.is_draining() {
         reply(conn, 503, "text/plain", b"draining\n")
+    } else if !state.acks.all_applied(state.published.generation()) {
+        reply(
+            conn,
+            503,
+            "text/plain",
+            b"applying the current generation\n",
+        )
     } else {
         reply(conn, 200, "text/plain", b"ready\n")
     }

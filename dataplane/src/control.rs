@@ -148,7 +148,7 @@ fn concerns(targets: &[WatchTarget], path: &Path) -> bool {
 
 /// Start the control thread: reload on SIGHUP and on changes, publish to `admin.published`, and
 /// record each outcome for `/config_dump`.
-pub fn spawn(mut loader: Loader, admin: Arc<AdminState>, ports: Vec<u16>) -> std::io::Result<()> {
+pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel::<&'static str>();
     let signal_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
@@ -191,36 +191,39 @@ pub fn spawn(mut loader: Loader, admin: Arc<AdminState>, ports: Vec<u16>) -> std
         }
     };
     drop(tx);
-    std::thread::Builder::new().name("control".into()).spawn(move || {
-        // Kept alive for the thread's lifetime.
-        let _watcher = watcher;
-        while let Ok(why) = rx.recv() {
-            // Debounce: an editor's save or a ConfigMap swap is several events.
-            while rx.recv_timeout(DEBOUNCE).is_ok() {}
-            match loader.load() {
-                Ok(table) => {
-                    if table.ports() != ports {
-                        tracing::warn!("the set of service ports changed: listeners mode binds new ports only at start");
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            // Kept alive for the thread's lifetime.
+            let _watcher = watcher;
+            while let Ok(why) = rx.recv() {
+                // Debounce: an editor's save or a ConfigMap swap is several events.
+                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                match loader.load() {
+                    Ok(table) => {
+                        let generation = admin.published.publish(table);
+                        tracing::info!(
+                            generation,
+                            trigger = why,
+                            "configuration reloaded and published"
+                        );
+                        record(&admin, ReloadStatus::now(why, "published", Vec::new()));
                     }
-                    let generation = admin.published.publish(table);
-                    tracing::info!(generation, trigger = why, "configuration reloaded and published");
-                    record(&admin, ReloadStatus::now(why, "published", Vec::new()));
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
+                    Err(errors) => {
+                        for e in &errors {
+                            tracing::error!("{e}");
+                        }
+                        tracing::error!(
+                            errors = errors.len(),
+                            generation = admin.published.generation(),
+                            trigger = why,
+                            "configuration reload rejected: keeping the current configuration"
+                        );
+                        record(&admin, ReloadStatus::now(why, "rejected", errors));
                     }
-                    tracing::error!(
-                        errors = errors.len(),
-                        generation = admin.published.generation(),
-                        trigger = why,
-                        "configuration reload rejected: keeping the current configuration"
-                    );
-                    record(&admin, ReloadStatus::now(why, "rejected", errors));
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 

@@ -145,11 +145,9 @@ impl WorkerDrain {
         Tracked(self.clone())
     }
 
-    /// Resolves once the drain has begun (checked every 50 ms).
-    pub async fn begun(&self) {
-        while !self.drain.is_draining() {
-            monoio::time::sleep(POLL).await;
-        }
+    /// Whether the drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
     }
 }
 

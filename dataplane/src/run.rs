@@ -13,7 +13,7 @@ use crate::admin::{AdminState, ReloadStatus, Surface};
 use crate::control::{Loader, Sources};
 use crate::drain::{Drain, Outcome};
 use crate::runtime::{self, Capture, Settings};
-use crate::snapshot::Published;
+use crate::snapshot::{Acks, Published};
 
 /// Exit code for a configuration that cannot be served (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -158,9 +158,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let ports = table.ports();
     let published = Arc::new(Published::new(table));
     let (drain, drain_requests) = Drain::new(workers);
+    let acks = Arc::new(Acks::new(workers));
     if let Err(e) = drain.watch_signals() {
         tracing::error!("cannot watch SIGTERM and SIGINT: {e}");
         return ExitCode::FAILURE;
@@ -169,12 +169,20 @@ pub fn run(args: &RunArgs) -> ExitCode {
         published: published.clone(),
         last_reload: std::sync::Mutex::new(ReloadStatus::now("start", "published", Vec::new())),
         drain: drain.clone(),
+        acks: acks.clone(),
     });
-    if let Err(e) = crate::control::spawn(loader, admin.clone(), ports) {
+    if let Err(e) = crate::control::spawn(loader, admin.clone()) {
         tracing::error!("cannot start the control thread: {e}");
         return ExitCode::FAILURE;
     }
-    let handles = match runtime::start(published, settings, workers, addresses.clone(), &drain) {
+    let handles = match runtime::start(
+        published,
+        settings,
+        workers,
+        addresses.clone(),
+        &drain,
+        &acks,
+    ) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}");

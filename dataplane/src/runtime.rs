@@ -2,6 +2,8 @@
 //! epoll when the kernel refuses io_uring) with its own SO_REUSEPORT listeners. Workers share
 //! nothing mutable but the published table, read through [`crate::snapshot::Local`].
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::conn::{self, Worker};
 use crate::drain::{Drain, WorkerDrain};
-use crate::snapshot::{Local, Published};
+use crate::snapshot::{Acks, Local, Published};
 use crate::upstream::Balancer;
 
 /// How connections reach the proxy.
@@ -101,6 +103,7 @@ pub fn start(
     workers: usize,
     addresses: Vec<SocketAddr>,
     drain: &Arc<Drain>,
+    acks: &Arc<Acks>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let forced_epoll = std::env::var("DATAPLANE_IO_DRIVER").is_ok_and(|d| d == "epoll");
@@ -123,6 +126,7 @@ pub fn start(
         let addresses = addresses.clone();
         let ready = ready_tx.clone();
         let drain = drain.clone();
+        let acks = acks.clone();
         let use_uring = uring;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{id}"))
@@ -159,24 +163,15 @@ pub fn start(
                         pipes: crate::forward::splice::PipePool::default(),
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
                     });
-                    for l in listeners {
-                        match monoio::net::TcpListener::from_std(l) {
-                            Ok(l) => {
-                                monoio::spawn(accept_loop(
-                                    l,
-                                    local.clone(),
-                                    worker.clone(),
-                                    drain.clone(),
-                                ));
-                            }
-                            Err(e) => {
-                                let _ = ready.send(Err(format!("cannot register a listener: {e}")));
-                                return;
-                            }
+                    let mut open = Open::new(id, local, worker, drain);
+                    for (addr, l) in addresses.iter().zip(listeners) {
+                        if let Err(e) = open.serve(*addr, l) {
+                            let _ = ready.send(Err(format!("cannot register a listener: {e}")));
+                            return;
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    std::future::pending::<()>().await;
+                    open.follow_reloads(&acks).await;
                 };
                 // DATAPLANE_IO_DRIVER=epoll forces the epoll driver (tests run both drivers).
                 let result = if use_uring {
@@ -208,18 +203,106 @@ pub fn start(
     Ok(handles)
 }
 
-/// Accept until the drain begins, then drop the listener: new connections are refused while
-/// the ones accepted run on, each counted until it ends.
+/// How often a worker looks for a new generation, a drain, or a listener to close.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A worker's listeners: each address with the flag that stops its accept loop.
+struct Open {
+    id: usize,
+    local: Rc<Local>,
+    worker: Rc<Worker>,
+    drain: Rc<WorkerDrain>,
+    listeners: HashMap<SocketAddr, Rc<Cell<bool>>>,
+}
+
+impl Open {
+    fn new(id: usize, local: Rc<Local>, worker: Rc<Worker>, drain: Rc<WorkerDrain>) -> Self {
+        Self {
+            id,
+            local,
+            worker,
+            drain,
+            listeners: HashMap::new(),
+        }
+    }
+
+    /// Accept on `listener` (bound to `addr`) until it is closed or the drain begins.
+    fn serve(&mut self, addr: SocketAddr, listener: std::net::TcpListener) -> std::io::Result<()> {
+        let listener = monoio::net::TcpListener::from_std(listener)?;
+        let closed = Rc::new(Cell::new(false));
+        monoio::spawn(accept_loop(
+            listener,
+            self.local.clone(),
+            self.worker.clone(),
+            self.drain.clone(),
+            closed.clone(),
+        ));
+        self.listeners.insert(addr, closed);
+        Ok(())
+    }
+
+    /// Apply every new generation: in `listeners` mode, bind the ports it adds and close the
+    /// ones it removes (connections already accepted carry on); then acknowledge it. Never
+    /// returns: the runtime must outlive the connections, drain or not.
+    async fn follow_reloads(mut self, acks: &Acks) {
+        let mut applied = 0;
+        loop {
+            let generation = self.local.published_generation();
+            if generation != applied && !self.drain.is_draining() {
+                if self.worker.settings.capture == Capture::Listeners {
+                    let table = self.local.current();
+                    let wanted = listen_addresses(&self.worker.settings, &table.ports());
+                    self.apply(&wanted);
+                }
+                acks.ack(self.id, generation);
+                applied = generation;
+            }
+            monoio::time::sleep(POLL).await;
+        }
+    }
+
+    fn apply(&mut self, wanted: &[SocketAddr]) {
+        let worker = self.id;
+        self.listeners.retain(|addr, closed| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                closed.set(true);
+                tracing::info!(worker, %addr, "listener closed: its port left the configuration");
+            }
+            keep
+        });
+        for &addr in wanted {
+            if self.listeners.contains_key(&addr) {
+                continue;
+            }
+            match listen(addr, false).and_then(|l| self.serve(addr, l)) {
+                Ok(()) => tracing::info!(worker, %addr, "listener opened: a new port"),
+                Err(e) => tracing::error!(worker, %addr, "cannot listen on a new port: {e}"),
+            }
+        }
+    }
+}
+
+/// Resolves once the drain has begun or `closed` is set (checked every 50 ms).
+async fn stop_requested(drain: &WorkerDrain, closed: &Cell<bool>) {
+    while !drain.is_draining() && !closed.get() {
+        monoio::time::sleep(POLL).await;
+    }
+}
+
+/// Accept until the listener is closed by a reload or the drain begins, then drop it: new
+/// connections are refused while the ones accepted run on, each counted until it ends.
 async fn accept_loop(
     listener: monoio::net::TcpListener,
     local: Rc<Local>,
     worker: Rc<Worker>,
     drain: Rc<WorkerDrain>,
+    closed: Rc<Cell<bool>>,
 ) {
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,
-            () = drain.begun() => break,
+            () = stop_requested(&drain, &closed) => break,
         };
         match accepted {
             Ok((stream, peer)) => {

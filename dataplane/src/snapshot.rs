@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 use dataplane_config::table::RouteTable;
 
 /// The published table.
@@ -43,6 +44,35 @@ impl Published {
     }
 }
 
+/// The generation each worker has applied (its listeners bound or closed to match), each in a
+/// cache-padded cell of its own. A reload counts as applied when every cell holds it.
+#[derive(Debug)]
+pub struct Acks {
+    applied: Box<[CachePadded<AtomicU64>]>,
+}
+
+impl Acks {
+    /// Cells for `workers` workers, none applied yet.
+    pub fn new(workers: usize) -> Self {
+        let applied = (0..workers.max(1))
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect();
+        Self { applied }
+    }
+
+    /// Worker `id` has applied `generation`.
+    pub fn ack(&self, id: usize, generation: u64) {
+        self.applied[id % self.applied.len()].store(generation, Ordering::Release);
+    }
+
+    /// Whether every worker has applied `generation`.
+    pub fn all_applied(&self, generation: u64) -> bool {
+        self.applied
+            .iter()
+            .all(|c| c.load(Ordering::Acquire) >= generation)
+    }
+}
+
 /// A worker's cached view of [`Published`].
 ///
 /// Connections clone the `Rc` (a plain increment on this core) rather than the `Arc`, whose
@@ -63,6 +93,11 @@ impl Local {
             published,
             cached: RefCell::new(cached),
         }
+    }
+
+    /// The generation of the published table (one atomic load).
+    pub fn published_generation(&self) -> u64 {
+        self.published.generation()
     }
 
     /// The current table (refreshed only when the generation changed).

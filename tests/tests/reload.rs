@@ -164,3 +164,72 @@ fn reload_changes_routes_and_keeps_established_connections() {
     );
     eprintln!("route change live {took:?} after the rename");
 }
+
+#[test]
+fn listeners_follow_ports_added_and_removed_by_a_reload() {
+    let upstream = Upstream::start(b"A\n");
+    let (old_port, new_port, admin_port) = (free_port(), free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin_port}");
+    let args = [
+        "--capture",
+        "listeners",
+        "--admin",
+        &admin,
+        "--workers",
+        "2",
+    ];
+    let proxy = Proxy::start(
+        &config(old_port, upstream.port),
+        REGISTRY_ONLY,
+        &args,
+        old_port,
+    );
+    eventually("ready", || {
+        get(admin_port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
+    let mut established = TcpStream::connect(("127.0.0.30", old_port)).unwrap();
+    established
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut greeting = [0u8; 2];
+    established.read_exact(&mut greeting).unwrap();
+    assert!(banner(new_port).is_none(), "the new port is not served yet");
+
+    // Both ports, then only the new one.
+    let both = config(old_port, upstream.port).replace(
+        &format!("ports: [{{number: {old_port}, name: tcp, protocol: TCP}}]"),
+        &format!("ports: [{{number: {old_port}, name: tcp, protocol: TCP}}, {{number: {new_port}, name: tcp2, protocol: TCP}}]"),
+    ).replace(
+        &format!("ports: {{tcp: {}}}", upstream.port),
+        &format!("ports: {{tcp: {0}, tcp2: {0}}}", upstream.port),
+    );
+    assert_ne!(both, config(old_port, upstream.port), "the edit applies");
+    rewrite(&proxy.config_file(), &both);
+    eventually("the new port serves", || {
+        banner(new_port).as_deref() == Some(b"A\n")
+    });
+    // Every worker binds it: many connections, spread by SO_REUSEPORT, all served.
+    for _ in 0..20 {
+        assert_eq!(banner(new_port).as_deref(), Some(&b"A\n"[..]));
+    }
+    assert_eq!(banner(old_port).as_deref(), Some(&b"A\n"[..]));
+    eventually("every worker acknowledged", || {
+        get(admin_port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
+
+    rewrite(&proxy.config_file(), &config(new_port, upstream.port));
+    eventually("the old port is closed", || {
+        TcpStream::connect(("127.0.0.30", old_port)).is_err()
+    });
+    assert_eq!(banner(new_port).as_deref(), Some(&b"A\n"[..]));
+    // The connection accepted on the removed port carries on.
+    established.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    established.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here");
+    assert!(
+        proxy.log().contains("listener closed") && proxy.log().contains("listener opened"),
+        "{}",
+        proxy.log()
+    );
+}
