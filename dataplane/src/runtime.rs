@@ -1,6 +1,9 @@
 //! Workers: one OS thread per core, pinned, each running its own monoio runtime (io_uring, or
 //! epoll when the kernel refuses io_uring) with its own SO_REUSEPORT listeners. Workers share
-//! nothing mutable but the published table, read through [`crate::snapshot::Local`].
+//! nothing mutable but the published table, read through [`crate::snapshot::Local`], and their
+//! own cells in [`crate::snapshot::Acks`] (generation applied) and [`crate::drain::Drain`]
+//! (open connections). In `listeners` mode each worker re-binds its listeners to every new
+//! generation's ports ([`Open`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
