@@ -3,7 +3,7 @@
 //! nothing mutable but the published table, read through [`crate::snapshot::Local`], and their
 //! own cells in [`crate::snapshot::Acks`] (generation applied) and [`crate::drain::Drain`]
 //! (open connections). In `listeners` mode each worker re-binds its listeners to every new
-//! generation's ports ([`Open`]).
+//! generation's ports (`Open`).
 
 use std::cell::Cell;
 use std::collections::HashMap;
