@@ -71,6 +71,9 @@ pub struct Entry {
     pub bytes_sent: u64,
     /// Bytes upstream -> client.
     pub bytes_received: u64,
+    /// Whether an upstream connection was established (for metrics, not logged).
+    #[serde(skip)]
+    pub connected: bool,
     /// Duration in milliseconds.
     pub duration_ms: u128,
     /// `forwarded`, `denied`, `local_reply` or `error`.

@@ -13,6 +13,9 @@ use serde::Serialize;
 
 use crate::snapshot::Published;
 
+/// Prometheus text format, as Istio's `/stats/prometheus` serves.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The outcome of the last load or reload.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
@@ -52,6 +55,8 @@ pub struct AdminState {
     pub drain: Arc<crate::drain::Drain>,
     /// The generation each worker has applied.
     pub acks: Arc<crate::snapshot::Acks>,
+    /// The workers' counters.
+    pub metrics: Arc<crate::metrics::Shared>,
 }
 
 #[derive(Serialize)]
@@ -69,6 +74,8 @@ pub enum Surface {
     Admin,
     /// `--status-port`, like an Istio proxy's: `GET /healthz/ready` only, for Kubernetes probes.
     Status,
+    /// `--prometheus-port`, like an Istio proxy's: `GET /stats/prometheus` only.
+    Prometheus,
 }
 
 impl Surface {
@@ -76,6 +83,7 @@ impl Surface {
         match self {
             Self::Admin => "admin",
             Self::Status => "status",
+            Self::Prometheus => "prometheus",
         }
     }
 }
@@ -145,12 +153,19 @@ fn serve(mut conn: TcpStream, surface: Surface, state: &AdminState) {
         }
     };
     let path = path.split('?').next().unwrap_or_default();
-    if surface == Surface::Status {
-        return match (method.as_str(), path) {
-            ("GET", "/healthz/ready") => ready(&mut conn, state),
-            (_, "/healthz/ready") => reply(&mut conn, 405, "text/plain", b"method not allowed\n"),
-            _ => reply(&mut conn, 404, "text/plain", b"not found\n"),
-        };
+    match (surface, method.as_str(), path) {
+        (Surface::Status, "GET", "/healthz/ready") => return ready(&mut conn, state),
+        (Surface::Admin | Surface::Prometheus, "GET", "/stats/prometheus") => {
+            let body = state.metrics.encode(state.published.generation());
+            return reply(&mut conn, 200, PROMETHEUS_TEXT, body.as_bytes());
+        }
+        (Surface::Status, _, "/healthz/ready") | (Surface::Prometheus, _, "/stats/prometheus") => {
+            return reply(&mut conn, 405, "text/plain", b"method not allowed\n");
+        }
+        (Surface::Status | Surface::Prometheus, _, _) => {
+            return reply(&mut conn, 404, "text/plain", b"not found\n");
+        }
+        (Surface::Admin, _, _) => {}
     }
     match (method.as_str(), path) {
         ("GET", "/ready") => ready(&mut conn, state),
@@ -175,7 +190,7 @@ fn serve(mut conn: TcpStream, surface: Surface, state: &AdminState) {
                 Err(_) => reply(&mut conn, 500, "text/plain", b"cannot encode\n"),
             }
         }
-        (_, "/ready" | "/config_dump" | "/drain") => {
+        (_, "/ready" | "/config_dump" | "/drain" | "/stats/prometheus") => {
             reply(&mut conn, 405, "text/plain", b"method not allowed\n")
         }
         _ => reply(&mut conn, 404, "text/plain", b"not found\n"),

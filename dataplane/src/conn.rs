@@ -46,6 +46,8 @@ pub struct Worker {
     pub pipes: crate::forward::splice::PipePool,
     /// Per-worker random numbers.
     pub rng: std::cell::RefCell<fastrand::Rng>,
+    /// Per-worker counters.
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 /// Serve one accepted connection.
@@ -58,7 +60,9 @@ pub async fn serve(
     let started = Instant::now();
     let mut log = Entry::start();
     log.source = Some(peer);
+    worker.metrics.accepted();
     run(&worker, &table, client, &mut log).await;
+    worker.metrics.finished(&log);
     log.emit(started.elapsed());
 }
 
@@ -249,6 +253,8 @@ async fn connect_and_forward(
         return Some(client);
     };
     log.upstream = Some(addr);
+    log.connected = true;
+    worker.metrics.opened(log);
     let _lease = worker.balancer.lease(addr);
     let done = forward(
         client,
@@ -452,6 +458,7 @@ mod tests {
                 resolver: crate::dns::resolver::Resolver::new(Vec::new(), 0),
                 pipes: crate::forward::splice::PipePool::default(),
                 rng: std::cell::RefCell::new(fastrand::Rng::new()),
+                metrics: crate::metrics::WorkerMetrics::detached(),
             });
             let fut = serve(worker, table, s, peer);
             // Measured 5,760 bytes (2026-11-24). The S9 goal is <= 2 KB of userspace per idle

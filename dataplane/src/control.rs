@@ -228,6 +228,11 @@ pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> 
 }
 
 fn record(admin: &AdminState, status: ReloadStatus) {
+    use std::sync::atomic::Ordering::Relaxed;
+    admin.metrics.reloads.fetch_add(1, Relaxed);
+    if status.outcome == "rejected" {
+        admin.metrics.reload_failures.fetch_add(1, Relaxed);
+    }
     if let Ok(mut last) = admin.last_reload.lock() {
         *last = status;
     }

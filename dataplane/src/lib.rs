@@ -17,6 +17,7 @@ pub mod dns;
 pub mod drain;
 pub mod forward;
 pub mod http;
+pub mod metrics;
 pub mod run;
 pub mod runtime;
 pub mod snapshot;

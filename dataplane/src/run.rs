@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Address to listen on.
     #[arg(long, env = "DATAPLANE_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// Admin address: GET /ready, GET /config_dump, POST /drain (metrics: not yet).
+    /// Admin address: GET /ready, GET /config_dump, GET /stats/prometheus, POST /drain.
     #[arg(long, env = "DATAPLANE_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
     /// Worker threads (default: one per core).
@@ -81,7 +81,7 @@ pub struct RunArgs {
     /// How bytes are moved: copy through adaptive buffers, or splice through pooled pipes.
     #[arg(long, env = "DATAPLANE_FORWARD", value_enum, default_value = "copy")]
     pub forward: crate::forward::Mode,
-    /// Istio Prometheus port: not served yet.
+    /// Istio Prometheus port: GET /stats/prometheus on --bind (0: any free port).
     #[arg(long, env = "DATAPLANE_PROMETHEUS_PORT", default_value_t = 15090)]
     pub prometheus_port: u16,
 }
@@ -142,7 +142,6 @@ pub fn run(args: &RunArgs) -> ExitCode {
             "no DNS server (--dns-server, /etc/resolv.conf): DNS-resolved services will fail"
         );
     }
-    tracing::debug!("prometheus port: not served by this build yet");
     let settings = Settings {
         capture: args.capture,
         outbound_port: args.outbound_port,
@@ -161,6 +160,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let published = Arc::new(Published::new(table));
     let (drain, drain_requests) = Drain::new(workers);
     let acks = Arc::new(Acks::new(workers));
+    let metrics = crate::metrics::Shared::new(workers);
     if let Err(e) = drain.watch_signals() {
         tracing::error!("cannot watch SIGTERM and SIGINT: {e}");
         return ExitCode::FAILURE;
@@ -170,6 +170,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         last_reload: std::sync::Mutex::new(ReloadStatus::now("start", "published", Vec::new())),
         drain: drain.clone(),
         acks: acks.clone(),
+        metrics: metrics.clone(),
     });
     if let Err(e) = crate::control::spawn(loader, admin.clone()) {
         tracing::error!("cannot start the control thread: {e}");
@@ -182,6 +183,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         addresses.clone(),
         &drain,
         &acks,
+        &metrics,
     ) {
         Ok(h) => h,
         Err(e) => {
@@ -192,7 +194,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
     // Ready once every worker has bound its listeners (runtime::start returned).
     crate::admin::spawn(args.admin, Surface::Admin, admin.clone());
     let status = SocketAddr::new(args.bind, args.status_port);
-    crate::admin::spawn(status, Surface::Status, admin);
+    crate::admin::spawn(status, Surface::Status, admin.clone());
+    let prometheus = SocketAddr::new(args.bind, args.prometheus_port);
+    crate::admin::spawn(prometheus, Surface::Prometheus, admin);
     let listening: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     tracing::info!(capture = ?args.capture, listening = %listening.join(" "), "serving");
     // Workers run until the process exits; the main thread waits for a drain and ends it.

@@ -107,6 +107,7 @@ pub fn start(
     addresses: Vec<SocketAddr>,
     drain: &Arc<Drain>,
     acks: &Arc<Acks>,
+    metrics: &Arc<crate::metrics::Shared>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let forced_epoll = std::env::var("DATAPLANE_IO_DRIVER").is_ok_and(|d| d == "epoll");
@@ -130,6 +131,7 @@ pub fn start(
         let ready = ready_tx.clone();
         let drain = drain.clone();
         let acks = acks.clone();
+        let metrics = metrics.clone();
         let use_uring = uring;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{id}"))
@@ -165,7 +167,10 @@ pub fn start(
                         resolver,
                         pipes: crate::forward::splice::PipePool::default(),
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
+                        metrics: crate::metrics::WorkerMetrics::new(metrics.clone(), id),
                     });
+                    let publisher = worker.clone();
+                    monoio::spawn(async move { publisher.metrics.publish_loop().await });
                     let mut open = Open::new(id, local, worker, drain);
                     for (addr, l) in addresses.iter().zip(listeners) {
                         if let Err(e) = open.serve(*addr, l) {

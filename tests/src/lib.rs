@@ -130,6 +130,11 @@ impl Proxy {
             } else {
                 &["--status-port", "0"][..]
             })
+            .args(if args.contains(&"--prometheus-port") {
+                &[][..]
+            } else {
+                &["--prometheus-port", "0"][..]
+            })
             .stdout(stdout)
             .stderr(stderr);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DATAPLANE_")) {

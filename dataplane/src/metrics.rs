@@ -1,0 +1,412 @@
+//! Metrics with Istio's standard names and labels, and the proxy's own as `dataplane_*`.
+//!
+//! Workers count in plain per-thread maps (no atomics, no locks on the connection path) and
+//! publish a copy of their counts to their own `ArcSwap` slot every 250 ms when something
+//! changed. The admin thread sums the slots and encodes with `prometheus-client` per scrape.
+//!
+//! TCP metrics are counted per connection that reached an upstream decision: opened when the
+//! upstream connection is established, closed with its bytes when the connection ends (bytes of
+//! a long stream appear when it closes).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::access_log::Entry;
+
+/// How often a worker publishes its counts.
+const PUBLISH: Duration = Duration::from_millis(250);
+
+/// Istio's TCP label set (the subset an egress proxy knows).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    reporter: &'static str,
+    destination_service: String,
+    destination_service_name: String,
+    destination_service_namespace: &'static str,
+    request_protocol: &'static str,
+    response_flags: &'static str,
+}
+
+impl TcpLabels {
+    /// The labels of a connection's record: the cluster names the service
+    /// (`outbound|port|subset|host`), `PassthroughCluster` for ALLOW_ANY traffic.
+    fn of(entry: &Entry) -> Option<Self> {
+        let cluster = entry.cluster.as_deref()?;
+        let service = match cluster.rsplit_once('|') {
+            Some((_, host)) if cluster.starts_with("outbound|") => host,
+            _ => cluster,
+        };
+        let (destination_service, destination_service_name) = if service == cluster {
+            ("unknown".to_owned(), cluster.to_owned())
+        } else {
+            (service.to_owned(), service.to_owned())
+        };
+        Some(Self {
+            reporter: "source",
+            destination_service,
+            destination_service_name,
+            destination_service_namespace: "unknown",
+            request_protocol: "tcp",
+            // Only connections that reached their upstream are counted here; connect failures
+            // are `dataplane_refusals_total{reason="connect_failed"}`.
+            response_flags: "-",
+        })
+    }
+}
+
+/// TCP counts of one label set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpCounts {
+    opened: u64,
+    closed: u64,
+    sent: u64,
+    received: u64,
+}
+
+/// One worker's published counts.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    tcp: HashMap<TcpLabels, TcpCounts>,
+    /// Refusals and failures by reason (`registry_only`, `loop`, ...).
+    refusals: HashMap<String, u64>,
+    /// Detection outcomes: `tls`, `http`, `opaque`.
+    detected: HashMap<&'static str, u64>,
+    active: i64,
+}
+
+/// What the workers publish to and the admin thread reads from.
+#[derive(Debug)]
+pub struct Shared {
+    slots: Box<[ArcSwap<Counts>]>,
+    /// Reloads attempted (published or rejected).
+    pub reloads: AtomicU64,
+    /// Reloads rejected.
+    pub reload_failures: AtomicU64,
+}
+
+impl Shared {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> Arc<Self> {
+        let slots = (0..workers.max(1))
+            .map(|_| ArcSwap::from_pointee(Counts::default()))
+            .collect();
+        Arc::new(Self {
+            slots,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Encode every metric (OpenMetrics text), summing the workers' slots.
+    pub fn encode(&self, generation: u64) -> String {
+        let opened = Family::<TcpLabels, Counter>::default();
+        let closed = Family::<TcpLabels, Counter>::default();
+        let sent = Family::<TcpLabels, Counter>::default();
+        let received = Family::<TcpLabels, Counter>::default();
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        let detected = Family::<ProtocolLabel, Counter>::default();
+        let active = Family::<WorkerLabel, Gauge>::default();
+        for (worker, slot) in self.slots.iter().enumerate() {
+            let counts = slot.load();
+            for (labels, c) in &counts.tcp {
+                opened.get_or_create(labels).inc_by(c.opened);
+                closed.get_or_create(labels).inc_by(c.closed);
+                sent.get_or_create(labels).inc_by(c.sent);
+                received.get_or_create(labels).inc_by(c.received);
+            }
+            for (reason, n) in &counts.refusals {
+                let label = ReasonLabel {
+                    reason: reason.clone(),
+                };
+                refusals.get_or_create(&label).inc_by(*n);
+            }
+            for (protocol, n) in &counts.detected {
+                detected
+                    .get_or_create(&ProtocolLabel { protocol })
+                    .inc_by(*n);
+            }
+            let label = WorkerLabel {
+                worker: worker.to_string(),
+            };
+            active.get_or_create(&label).set(counts.active);
+        }
+        let mut registry = Registry::default();
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened to upstreams",
+            opened,
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            closed,
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to upstreams on closed TCP connections",
+            sent,
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from upstreams on closed TCP connections",
+            received,
+        );
+        let generation_gauge = Gauge::<i64>::default();
+        generation_gauge.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        registry.register(
+            "dataplane_config_generation",
+            "Generation of the published configuration",
+            generation_gauge,
+        );
+        let reloads = Counter::<u64>::default();
+        reloads.inc_by(self.reloads.load(Ordering::Relaxed));
+        registry.register(
+            "dataplane_config_reloads",
+            "Configuration reloads attempted",
+            reloads,
+        );
+        let failures = Counter::<u64>::default();
+        failures.inc_by(self.reload_failures.load(Ordering::Relaxed));
+        registry.register(
+            "dataplane_config_reload_failures",
+            "Configuration reloads rejected",
+            failures,
+        );
+        registry.register(
+            "dataplane_refusals",
+            "Connections refused or failed, by reason",
+            refusals,
+        );
+        registry.register(
+            "dataplane_detections",
+            "Protocol detection outcomes",
+            detected,
+        );
+        registry.register(
+            "dataplane_active_connections",
+            "Open client connections per worker",
+            active,
+        );
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        prometheus_text(&out)
+    }
+}
+
+/// OpenMetrics text (what `prometheus-client` writes) as Prometheus text format 0.0.4, what
+/// Istio's `/stats/prometheus` serves and `promtool check metrics` reads: a counter family is
+/// named by its samples (`x_total`), and there is no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: String,
+}
+
+/// A worker's counters: plain cells, published by [`WorkerMetrics::publish_loop`].
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    shared: Option<(Arc<Shared>, usize)>,
+    counts: RefCell<Counts>,
+    dirty: Cell<bool>,
+}
+
+impl WorkerMetrics {
+    /// Counters of worker `id`, published to `shared`.
+    pub fn new(shared: Arc<Shared>, id: usize) -> Self {
+        let id = id % shared.slots.len();
+        Self {
+            shared: Some((shared, id)),
+            counts: RefCell::new(Counts::default()),
+            dirty: Cell::new(false),
+        }
+    }
+
+    /// Counters published nowhere (tests of the library).
+    pub fn detached() -> Self {
+        Self {
+            shared: None,
+            counts: RefCell::new(Counts::default()),
+            dirty: Cell::new(false),
+        }
+    }
+
+    /// A client connection was accepted.
+    pub fn accepted(&self) {
+        self.counts.borrow_mut().active += 1;
+        self.dirty.set(true);
+    }
+
+    /// An upstream connection was established for `entry`.
+    pub fn opened(&self, entry: &Entry) {
+        if let Some(labels) = TcpLabels::of(entry) {
+            self.counts
+                .borrow_mut()
+                .tcp
+                .entry(labels)
+                .or_default()
+                .opened += 1;
+            self.dirty.set(true);
+        }
+    }
+
+    /// The connection of `entry` ended.
+    pub fn finished(&self, entry: &Entry) {
+        let mut counts = self.counts.borrow_mut();
+        counts.active -= 1;
+        let protocol = if entry.sni.is_some() {
+            "tls"
+        } else if entry.host.is_some() {
+            "http"
+        } else {
+            "opaque"
+        };
+        *counts.detected.entry(protocol).or_default() += 1;
+        if entry.connected
+            && let Some(labels) = TcpLabels::of(entry)
+        {
+            let c = counts.tcp.entry(labels).or_default();
+            c.sent += entry.bytes_sent;
+            c.received += entry.bytes_received;
+            c.closed += 1;
+        }
+        if entry.outcome != "forwarded" {
+            let reason = entry.reason.as_deref().unwrap_or(entry.outcome);
+            // Keep the label set small: the reason up to its first ':'.
+            let reason = reason.split(':').next().unwrap_or(reason).trim();
+            *counts.refusals.entry(reason.to_owned()).or_default() += 1;
+        }
+        self.dirty.set(true);
+    }
+
+    /// Publish the counts every 250 ms when they changed. Runs for the worker's lifetime.
+    pub async fn publish_loop(&self) {
+        let Some((shared, id)) = &self.shared else {
+            return;
+        };
+        loop {
+            monoio::time::sleep(PUBLISH).await;
+            if self.dirty.replace(false) {
+                let copy = self.counts.borrow().clone();
+                shared.slots[*id].store(Arc::new(copy));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(cluster: &str, sent: u64, received: u64) -> Entry {
+        Entry {
+            cluster: Some(cluster.to_owned()),
+            connected: true,
+            bytes_sent: sent,
+            bytes_received: received,
+            outcome: "forwarded",
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn counts_sum_over_workers_in_prometheus_text() {
+        let shared = Shared::new(2);
+        let (a, b) = (
+            WorkerMetrics::new(shared.clone(), 0),
+            WorkerMetrics::new(shared.clone(), 1),
+        );
+        for (w, sent) in [(&a, 10), (&b, 5)] {
+            let e = forwarded("outbound|443||api.example.com", sent, 7);
+            w.accepted();
+            w.opened(&e);
+            w.finished(&e);
+        }
+        let denied = Entry {
+            outcome: "denied",
+            reason: Some("registry_only".into()),
+            ..Entry::default()
+        };
+        a.accepted();
+        a.finished(&denied);
+        // What publish_loop does, without the runtime.
+        for (w, id) in [(&a, 0), (&b, 1)] {
+            shared.slots[id].store(Arc::new(w.counts.borrow().clone()));
+        }
+        let text = shared.encode(3);
+        let series = "{reporter=\"source\",destination_service=\"api.example.com\",destination_service_name=\"api.example.com\",destination_service_namespace=\"unknown\",request_protocol=\"tcp\",response_flags=\"-\"}";
+        for (name, value) in [
+            ("istio_tcp_connections_opened_total", 2),
+            ("istio_tcp_connections_closed_total", 2),
+            ("istio_tcp_sent_bytes_total", 15),
+            ("istio_tcp_received_bytes_total", 14),
+        ] {
+            assert!(
+                text.contains(&format!("{name}{series} {value}\n")),
+                "{name}: {text}"
+            );
+            assert!(text.contains(&format!("# TYPE {name} counter\n")), "{text}");
+        }
+        assert!(text.contains("dataplane_refusals_total{reason=\"registry_only\"} 1\n"));
+        assert!(text.contains("dataplane_config_generation 3\n"));
+        assert!(text.contains("dataplane_active_connections{worker=\"0\"} 0\n"));
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn passthrough_is_named_by_its_cluster() {
+        let labels = TcpLabels::of(&forwarded("PassthroughCluster", 0, 0));
+        let labels = labels.map(|l| (l.destination_service, l.destination_service_name));
+        assert_eq!(
+            labels,
+            Some(("unknown".to_owned(), "PassthroughCluster".to_owned()))
+        );
+        assert!(TcpLabels::of(&Entry::default()).is_none());
+    }
+}
