@@ -160,6 +160,33 @@ impl Proxy {
         self.child.id()
     }
 
+    /// The port the proxy's `name` server (`admin`, `status`, `prometheus`) listens on, from
+    /// its log; waits up to 10 s. Lets tests pass port 0 instead of racing for a free port.
+    pub fn server_port(&self, name: &str) -> u16 {
+        let needle = format!("{name} server listening");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let port = log.lines().filter(|l| l.contains(&needle)).find_map(|l| {
+                l.split("address=")
+                    .nth(1)?
+                    .rsplit(':')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            });
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {name} server in the log:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Send a signal by name (`TERM`, `HUP`, ...) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

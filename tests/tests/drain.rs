@@ -58,21 +58,13 @@ fn echo(s: &mut TcpStream, chunk: &[u8]) {
 /// The proxy, its upstream, the service port, and the admin and status ports.
 fn start(drain_timeout: &str, env: &[(&str, &str)]) -> (Proxy, Upstream, u16, u16, u16) {
     let upstream = Upstream::start(b"U\n");
-    let (port, admin_port, status_port) = (free_port(), free_port(), free_port());
-    let admin_addr = format!("127.0.0.1:{admin_port}");
-    let status = status_port.to_string();
-    let args = [
-        "--capture",
-        "listeners",
-        "--admin",
-        &admin_addr,
-        "--status-port",
-        &status,
-        "--drain-timeout",
-        drain_timeout,
-    ];
+    let port = free_port();
+    let args = ["--capture", "listeners", "--drain-timeout", drain_timeout];
     let proxy = Proxy::start_env(&config(port, upstream.port), "", &args, env, port);
+    // The admin and status ports are 0 (any free port): read them from the log.
+    let admin_port = proxy.server_port("admin");
     eventually("ready", || admin(admin_port, "GET", "/ready") == Some(200));
+    let status_port = proxy.server_port("status");
     eventually("the status port is ready", || {
         admin(status_port, "GET", "/healthz/ready") == Some(200)
     });

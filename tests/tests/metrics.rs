@@ -41,23 +41,17 @@ fn value(text: &str, sample: &str) -> Option<u64> {
 #[test]
 fn counters_agree_with_the_traffic_and_pass_promtool() {
     let upstream = Upstream::start(b"U\n");
-    let (port, admin_port, prom_port) = (free_port(), free_port(), free_port());
-    let admin = format!("127.0.0.1:{admin_port}");
-    let prom = prom_port.to_string();
-    let args = [
-        "--capture",
-        "listeners",
-        "--admin",
-        &admin,
-        "--prometheus-port",
-        &prom,
-    ];
+    let port = free_port();
+    let args = ["--capture", "listeners"];
     let proxy = Proxy::start(
         &config(port, upstream.port),
         "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
         &args,
         port,
     );
+    // The admin and Prometheus ports are 0 (any free port): read them from the log.
+    let admin_port = proxy.server_port("admin");
+    let prom_port = proxy.server_port("prometheus");
     // 5 connections, each sending 1,000 bytes and reading the banner and the echo back.
     for _ in 0..5 {
         let mut s = TcpStream::connect(("127.0.0.32", port)).unwrap();
