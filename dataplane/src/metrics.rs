@@ -168,20 +168,22 @@ impl Shared {
             "Generation of the published configuration",
             generation_gauge,
         );
-        let reloads = Counter::<u64>::default();
-        reloads.inc_by(self.reloads.load(Ordering::Relaxed));
-        registry.register(
-            "dataplane_config_reloads",
-            "Configuration reloads attempted",
-            reloads,
-        );
-        let failures = Counter::<u64>::default();
-        failures.inc_by(self.reload_failures.load(Ordering::Relaxed));
-        registry.register(
-            "dataplane_config_reload_failures",
-            "Configuration reloads rejected",
-            failures,
-        );
+        for (name, help, value) in [
+            (
+                "dataplane_config_reloads",
+                "Configuration reloads attempted",
+                &self.reloads,
+            ),
+            (
+                "dataplane_config_reload_failures",
+                "Configuration reloads rejected",
+                &self.reload_failures,
+            ),
+        ] {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value.load(Ordering::Relaxed));
+            registry.register(name, help, counter);
+        }
         registry.register(
             "dataplane_refusals",
             "Connections refused or failed, by reason",
