@@ -38,10 +38,9 @@ pub struct TcpLabels {
 }
 
 impl TcpLabels {
-    /// The labels of a connection's record: the cluster names the service
-    /// (`outbound|port|subset|host`), `PassthroughCluster` for ALLOW_ANY traffic.
-    fn of(entry: &Entry) -> Option<Self> {
-        let cluster = entry.cluster.as_deref()?;
+    /// The labels of a cluster: it names the service (`outbound|port|subset|host`), or is
+    /// `PassthroughCluster` for ALLOW_ANY traffic. Computed per scrape, not per connection.
+    fn of(cluster: &str) -> Self {
         let service = match cluster.rsplit_once('|') {
             Some((_, host)) if cluster.starts_with("outbound|") => host,
             _ => cluster,
@@ -51,7 +50,7 @@ impl TcpLabels {
         } else {
             (service.to_owned(), service.to_owned())
         };
-        Some(Self {
+        Self {
             reporter: "source",
             destination_service,
             destination_service_name,
@@ -60,7 +59,20 @@ impl TcpLabels {
             // Only connections that reached their upstream are counted here; connect failures
             // are `dataplane_refusals_total{reason="connect_failed"}`.
             response_flags: "-",
-        })
+        }
+    }
+}
+
+/// Update the counts of `key`, allocating the key only the first time it is seen: the
+/// connection path looks up by `&str` and allocates nothing in the steady state.
+fn bump<V: Default>(map: &mut HashMap<String, V>, key: &str, update: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(v) => update(v),
+        None => {
+            let mut v = V::default();
+            update(&mut v);
+            map.insert(key.to_owned(), v);
+        }
     }
 }
 
@@ -76,7 +88,8 @@ pub struct TcpCounts {
 /// One worker's published counts.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    tcp: HashMap<TcpLabels, TcpCounts>,
+    /// By cluster name; labels are derived when encoding.
+    tcp: HashMap<String, TcpCounts>,
     /// Refusals and failures by reason (`registry_only`, `loop`, ...).
     refusals: HashMap<String, u64>,
     /// Detection outcomes: `tls`, `http`, `opaque`.
@@ -118,7 +131,8 @@ impl Shared {
         let active = Family::<WorkerLabel, Gauge>::default();
         for (worker, slot) in self.slots.iter().enumerate() {
             let counts = slot.load();
-            for (labels, c) in &counts.tcp {
+            for (cluster, c) in &counts.tcp {
+                let labels = &TcpLabels::of(cluster);
                 opened.get_or_create(labels).inc_by(c.opened);
                 closed.get_or_create(labels).inc_by(c.closed);
                 sent.get_or_create(labels).inc_by(c.sent);
@@ -287,13 +301,10 @@ impl WorkerMetrics {
 
     /// An upstream connection was established for `entry`.
     pub fn opened(&self, entry: &Entry) {
-        if let Some(labels) = TcpLabels::of(entry) {
-            self.counts
-                .borrow_mut()
-                .tcp
-                .entry(labels)
-                .or_default()
-                .opened += 1;
+        if let Some(cluster) = &entry.cluster {
+            bump(&mut self.counts.borrow_mut().tcp, cluster, |c| {
+                c.opened += 1
+            });
             self.dirty.set(true);
         }
     }
@@ -311,18 +322,19 @@ impl WorkerMetrics {
         };
         *counts.detected.entry(protocol).or_default() += 1;
         if entry.connected
-            && let Some(labels) = TcpLabels::of(entry)
+            && let Some(cluster) = &entry.cluster
         {
-            let c = counts.tcp.entry(labels).or_default();
-            c.sent += entry.bytes_sent;
-            c.received += entry.bytes_received;
-            c.closed += 1;
+            bump(&mut counts.tcp, cluster, |c| {
+                c.sent += entry.bytes_sent;
+                c.received += entry.bytes_received;
+                c.closed += 1;
+            });
         }
         if entry.outcome != "forwarded" {
             let reason = entry.reason.as_deref().unwrap_or(entry.outcome);
             // Keep the label set small: the reason up to its first ':'.
             let reason = reason.split(':').next().unwrap_or(reason).trim();
-            *counts.refusals.entry(reason.to_owned()).or_default() += 1;
+            bump(&mut counts.refusals, reason, |n| *n += 1);
         }
         self.dirty.set(true);
     }
@@ -403,12 +415,20 @@ mod tests {
 
     #[test]
     fn passthrough_is_named_by_its_cluster() {
-        let labels = TcpLabels::of(&forwarded("PassthroughCluster", 0, 0));
-        let labels = labels.map(|l| (l.destination_service, l.destination_service_name));
+        let l = TcpLabels::of("PassthroughCluster");
         assert_eq!(
-            labels,
-            Some(("unknown".to_owned(), "PassthroughCluster".to_owned()))
+            (
+                l.destination_service.as_str(),
+                l.destination_service_name.as_str()
+            ),
+            ("unknown", "PassthroughCluster")
         );
-        assert!(TcpLabels::of(&Entry::default()).is_none());
+        let l = TcpLabels::of("outbound|443||api.example.com");
+        assert_eq!(l.destination_service, "api.example.com");
+        // A connection without a cluster (refused before routing) opens no TCP series.
+        let w = WorkerMetrics::detached();
+        w.accepted();
+        w.finished(&Entry::default());
+        assert!(w.counts.borrow().tcp.is_empty());
     }
 }
