@@ -61,6 +61,18 @@ pub struct Entry {
     /// HTTP Host, when a request head was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// HTTP method (one line per request on HTTP connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// HTTP path and query as the client sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP status answered to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    /// Envoy-style response flags (`UF`, `UT`, `NR`, `FI`, `DI`, `UO`, ...), `-` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_flags: Option<&'static str>,
     /// The matched cluster (`outbound|port||host`), or `PassthroughCluster`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -71,6 +83,9 @@ pub struct Entry {
     pub bytes_sent: u64,
     /// Bytes upstream -> client.
     pub bytes_received: u64,
+    /// Not written: an HTTP connection whose requests were logged one by one.
+    #[serde(skip)]
+    pub silent: bool,
     /// Whether an upstream connection was established (for metrics, not logged).
     #[serde(skip)]
     pub connected: bool,
@@ -98,6 +113,9 @@ impl Entry {
 
     /// Write the record as one line.
     pub fn emit(mut self, elapsed: Duration) {
+        if self.silent {
+            return;
+        }
         self.duration_ms = elapsed.as_millis();
         let Ok(mut line) = serde_json::to_vec(&self) else {
             return;

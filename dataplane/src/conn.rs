@@ -6,15 +6,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane_config::table::{Decision, Detect, Detected, HostRoute, RouteTable, Target};
+use dataplane_config::table::{Decision, Detect, Detected, RouteTable, Target};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::io::{CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
 use crate::access_log::Entry;
 use crate::detect::{http, tls};
 use crate::forward::forward;
 use crate::runtime::{Capture, Settings};
+use crate::snapshot::Snapshot;
 use crate::sys;
 use crate::upstream::{self, Balancer, UpstreamError};
 
@@ -48,12 +49,14 @@ pub struct Worker {
     pub rng: std::cell::RefCell<fastrand::Rng>,
     /// Per-worker counters.
     pub metrics: crate::metrics::WorkerMetrics,
+    /// Per-worker idle upstream HTTP connections.
+    pub pool: crate::http::pool::Pool,
 }
 
 /// Serve one accepted connection.
 pub async fn serve(
     worker: Rc<Worker>,
-    table: Rc<Arc<RouteTable>>,
+    snapshot: Rc<Arc<Snapshot>>,
     client: TcpStream,
     peer: SocketAddr,
 ) {
@@ -61,12 +64,13 @@ pub async fn serve(
     let mut log = Entry::start();
     log.source = Some(peer);
     worker.metrics.accepted();
-    run(&worker, &table, client, &mut log).await;
+    run(&worker, &snapshot, client, &mut log).await;
     worker.metrics.finished(&log);
     log.emit(started.elapsed());
 }
 
-async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &mut Entry) {
+async fn run(worker: &Worker, snapshot: &Snapshot, mut client: TcpStream, log: &mut Entry) {
+    let table: &RouteTable = snapshot;
     let settings = &worker.settings;
     let local = match client.local_addr() {
         Ok(a) => a,
@@ -112,48 +116,20 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
         }
         Decision::Forward(target) => Pick::Target(target, log.sni.clone()),
         Decision::Http(id) => {
-            // Until the HTTP router: route the connection by its first request's Host.
-            let (prefix, host) = match read_host(&mut client, prefix, settings.detect_timeout).await
-            {
-                Ok(x) => x,
-                Err(status) => return local_reply(&mut client, log, status).await,
+            let cx = crate::http::proxy::Conn {
+                worker,
+                snapshot,
+                config: table.http_config(id),
+                dst,
+                source: log.source,
             };
-            log.host = Some(String::from_utf8_lossy(&host).into_owned());
-            match table.http_config(id).route(&host) {
-                HostRoute::Block => return local_reply(&mut client, log, 502).await,
-                HostRoute::Passthrough if settings.capture == Capture::Listeners => {
-                    return deny(log, "passthrough to a local listener would loop");
-                }
-                HostRoute::Passthrough => {
-                    log.cluster = Some("PassthroughCluster".into());
-                    let timeout = settings.connect_timeout;
-                    let unserved =
-                        connect_and_forward(worker, client, prefix, &[dst], timeout, log).await;
-                    return upstream_unavailable(unserved, log).await;
-                }
-                HostRoute::VirtualHost(vh) => {
-                    let cluster = vh.cluster.or_else(|| {
-                        vh.routes
-                            .as_ref()
-                            .and_then(|r| r.first())
-                            .and_then(|r| r.destinations.first())
-                            .and_then(|d| d.cluster)
-                    });
-                    // DYNAMIC_DNS resolves the Host the client asked for (port removed).
-                    let name = dataplane_config::table::host::http_host(&host)
-                        .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase());
-                    match cluster {
-                        Some(c) => {
-                            let target = Target::Cluster(c);
-                            let unserved =
-                                forward_to(worker, table, client, prefix, &target, dst, name, log)
-                                    .await;
-                            return upstream_unavailable(unserved, log).await;
-                        }
-                        None => return local_reply(&mut client, log, 503).await,
-                    }
-                }
-            }
+            log.host = Some(String::new());
+            log.outcome = "forwarded";
+            // Boxed: the HTTP loop's state is allocated only for HTTP connections.
+            let served = Box::pin(crate::http::proxy::serve(&cx, client, prefix)).await;
+            // Each request was logged on its own line.
+            log.silent = served > 0;
+            return;
         }
     };
     // TCP and TLS: a connection no upstream took is simply closed (the log says why).
@@ -165,14 +141,6 @@ async fn run(worker: &Worker, table: &RouteTable, mut client: TcpStream, log: &m
             forward_to(worker, table, client, prefix, target, dst, sni, log).await
         }
     };
-}
-
-/// An HTTP request no upstream took gets a local 503, as Envoy answers "upstream connect
-/// error"; the access log keeps the reason.
-async fn upstream_unavailable(unserved: Option<TcpStream>, log: &mut Entry) {
-    if let Some(mut client) = unserved {
-        local_reply(&mut client, log, 503).await;
-    }
 }
 
 enum Pick<'t> {
@@ -356,74 +324,6 @@ async fn read_more(
     }
 }
 
-/// Read the first request head (bounded) and return it with its Host. `Err(status)`: answer
-/// locally (400 without Host, 431 when too large, 408 on timeout).
-async fn read_host(
-    client: &mut TcpStream,
-    mut buf: Vec<u8>,
-    timeout: Duration,
-) -> Result<(Vec<u8>, Vec<u8>), u16> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let host = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("host"))
-                    .map(|h| h.value.to_vec());
-                let authority = req.path.and_then(|p| p.split_once("://")).map(|(_, rest)| {
-                    rest.split('/')
-                        .next()
-                        .unwrap_or_default()
-                        .as_bytes()
-                        .to_vec()
-                });
-                return match authority.or(host) {
-                    Some(h) if !h.is_empty() => Ok((buf, h)),
-                    _ => Err(400),
-                };
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(431),
-            Err(_) => return Err(400),
-        }
-        if buf.len() >= MAX_DETECT {
-            return Err(431);
-        }
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .ok_or(408u16)?;
-        match read_more(client, buf, left).await {
-            (b, Ok(n)) if n > 0 => buf = b,
-            (_, Ok(_)) => return Err(400),
-            (_, Err(_)) => return Err(408),
-        }
-    }
-}
-
-/// A reply the proxy makes itself (Decisions 4: `server: dataplane`), then close.
-async fn local_reply(client: &mut TcpStream, log: &mut Entry, status: u16) {
-    let reason = match status {
-        400 => "Bad Request",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        _ => "Service Unavailable",
-    };
-    let reply = format!(
-        "HTTP/1.1 {status} {reason}\r\nserver: dataplane\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    let (_, _) = client.write_all(reply.into_bytes()).await;
-    log.outcome = "local_reply";
-    log.reason = Some(match log.reason.take() {
-        Some(why) => format!("{status}: {why}"),
-        None => status.to_string(),
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +341,7 @@ mod tests {
             let _c = TcpStream::connect(addr).await.unwrap();
             let (s, peer) = l.accept().await.unwrap();
             let b = dataplane_config::build(&[], None, &dataplane_config::Options::default());
-            let table = Rc::new(Arc::new(b.table.unwrap()));
+            let table = Rc::new(Arc::new(Snapshot::build(b.table.unwrap())));
             let settings = Settings {
                 capture: Capture::Listeners,
                 outbound_port: 15001,
@@ -459,6 +359,7 @@ mod tests {
                 pipes: crate::forward::splice::PipePool::default(),
                 rng: std::cell::RefCell::new(fastrand::Rng::new()),
                 metrics: crate::metrics::WorkerMetrics::detached(),
+                pool: crate::http::pool::Pool::default(),
             });
             let fut = serve(worker, table, s, peer);
             // Measured 5,760 bytes (2026-11-24). The S9 goal is <= 2 KB of userspace per idle

@@ -20,6 +20,7 @@ use notify::Watcher;
 
 use crate::admin::{AdminState, ReloadStatus};
 use crate::config_files;
+use crate::snapshot::Snapshot;
 
 /// Events closer together than this are one reload.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -201,7 +202,7 @@ pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> 
                 while rx.recv_timeout(DEBOUNCE).is_ok() {}
                 match loader.load() {
                     Ok(table) => {
-                        let generation = admin.published.publish(table);
+                        let generation = admin.published.publish(Snapshot::build(table));
                         tracing::info!(
                             generation,
                             trigger = why,

@@ -18,6 +18,7 @@ pub mod drain;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod origination;
 pub mod run;
 pub mod runtime;
 pub mod snapshot;

@@ -6,7 +6,8 @@
 //!
 //! TCP metrics are counted per connection that reached an upstream decision: opened when the
 //! upstream connection is established, closed with its bytes when the connection ends (bytes of
-//! a long stream appear when it closes).
+//! a long stream appear when it closes). HTTP metrics are counted per request when its answer
+//! is complete: `istio_requests_total` and Istio's three histograms, with Istio's buckets.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,10 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::access_log::Entry;
@@ -63,6 +65,126 @@ impl TcpLabels {
     }
 }
 
+/// Istio's HTTP label set (the subset an egress proxy knows).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    reporter: &'static str,
+    destination_service: String,
+    destination_service_name: String,
+    destination_service_namespace: &'static str,
+    request_protocol: &'static str,
+    response_code: u16,
+    response_flags: &'static str,
+}
+
+impl HttpLabels {
+    fn of(cluster: &str, code: u16, flags: &'static str) -> Self {
+        let tcp = TcpLabels::of(cluster);
+        Self {
+            reporter: tcp.reporter,
+            destination_service: tcp.destination_service,
+            destination_service_name: tcp.destination_service_name,
+            destination_service_namespace: tcp.destination_service_namespace,
+            request_protocol: "http",
+            response_code: code,
+            response_flags: flags,
+        }
+    }
+}
+
+/// Istio's `istio_request_duration_milliseconds` buckets.
+const DURATION_BOUNDS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Istio's `istio_request_bytes` / `istio_response_bytes` buckets (1 to 10^7, factor 10).
+const BYTES_BOUNDS: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
+
+/// Fixed-bucket histogram counts (the last cell is +Inf).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Buckets<const N: usize> {
+    counts: [u64; N],
+    sum: f64,
+}
+
+impl<const N: usize> Default for Buckets<N> {
+    fn default() -> Self {
+        Self {
+            counts: [0; N],
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Buckets<N> {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        let i = bounds.iter().position(|b| value <= *b).unwrap_or(N - 1);
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+}
+
+/// HTTP counts of one cluster, status and flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpCounts {
+    requests: u64,
+    duration: Buckets<20>,
+    request_bytes: Buckets<9>,
+    response_bytes: Buckets<9>,
+}
+
+/// A histogram summed from the workers' buckets, encoded as Prometheus histogram samples.
+#[derive(Debug)]
+struct SummedHistogram<const N: usize> {
+    bounds: &'static [f64],
+    data: std::sync::Mutex<Buckets<N>>,
+}
+
+impl<const N: usize> SummedHistogram<N> {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            data: std::sync::Mutex::new(Buckets::default()),
+        }
+    }
+
+    fn add(&self, b: &Buckets<N>) {
+        if let Ok(mut d) = self.data.lock() {
+            d.add(b);
+        }
+    }
+}
+
+impl<const N: usize> TypedMetric for SummedHistogram<N> {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl<const N: usize> EncodeMetric for SummedHistogram<N> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let data = self.data.lock().map(|d| *d).unwrap_or_default();
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(data.counts)
+            .collect();
+        let count = data.counts.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(data.sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Update the counts of `key`, allocating the key only the first time it is seen: the
 /// connection path looks up by `&str` and allocates nothing in the steady state.
 fn bump<V: Default>(map: &mut HashMap<String, V>, key: &str, update: impl FnOnce(&mut V)) {
@@ -92,6 +214,8 @@ pub struct Counts {
     tcp: HashMap<String, TcpCounts>,
     /// Refusals and failures by reason (`registry_only`, `loop`, ...).
     refusals: HashMap<String, u64>,
+    /// HTTP requests by cluster name, then status and response flags.
+    http: HashMap<String, HashMap<(u16, &'static str), HttpCounts>>,
     /// Detection outcomes: `tls`, `http`, `opaque`.
     detected: HashMap<&'static str, u64>,
     active: i64,
@@ -129,6 +253,15 @@ impl Shared {
         let refusals = Family::<ReasonLabel, Counter>::default();
         let detected = Family::<ProtocolLabel, Counter>::default();
         let active = Family::<WorkerLabel, Gauge>::default();
+        let requests = Family::<HttpLabels, Counter>::default();
+        type Hist<const N: usize> =
+            Family<HttpLabels, SummedHistogram<N>, fn() -> SummedHistogram<N>>;
+        let duration: Hist<20> =
+            Family::new_with_constructor(|| SummedHistogram::new(&DURATION_BOUNDS));
+        let request_bytes: Hist<9> =
+            Family::new_with_constructor(|| SummedHistogram::new(&BYTES_BOUNDS));
+        let response_bytes: Hist<9> =
+            Family::new_with_constructor(|| SummedHistogram::new(&BYTES_BOUNDS));
         for (worker, slot) in self.slots.iter().enumerate() {
             let counts = slot.load();
             for (cluster, c) in &counts.tcp {
@@ -137,6 +270,15 @@ impl Shared {
                 closed.get_or_create(labels).inc_by(c.closed);
                 sent.get_or_create(labels).inc_by(c.sent);
                 received.get_or_create(labels).inc_by(c.received);
+            }
+            for (cluster, by_status) in &counts.http {
+                for ((code, flags), c) in by_status {
+                    let labels = &HttpLabels::of(cluster, *code, flags);
+                    requests.get_or_create(labels).inc_by(c.requests);
+                    duration.get_or_create(labels).add(&c.duration);
+                    request_bytes.get_or_create(labels).add(&c.request_bytes);
+                    response_bytes.get_or_create(labels).add(&c.response_bytes);
+                }
             }
             for (reason, n) in &counts.refusals {
                 let label = ReasonLabel {
@@ -155,6 +297,22 @@ impl Shared {
             active.get_or_create(&label).set(counts.active);
         }
         let mut registry = Registry::default();
+        registry.register("istio_requests", "HTTP requests answered", requests);
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "HTTP request durations in milliseconds",
+            duration,
+        );
+        registry.register(
+            "istio_request_bytes",
+            "HTTP request body sizes in bytes",
+            request_bytes,
+        );
+        registry.register(
+            "istio_response_bytes",
+            "HTTP response body sizes in bytes",
+            response_bytes,
+        );
         registry.register(
             "istio_tcp_connections_opened",
             "TCP connections opened to upstreams",
@@ -336,6 +494,27 @@ impl WorkerMetrics {
             let reason = reason.split(':').next().unwrap_or(reason).trim();
             bump(&mut counts.refusals, reason, |n| *n += 1);
         }
+        self.dirty.set(true);
+    }
+
+    /// An HTTP request of `entry` was answered after `elapsed`.
+    pub fn request(&self, entry: &Entry, elapsed: Duration) {
+        let Some(code) = entry.response_code else {
+            return;
+        };
+        let cluster = entry.cluster.as_deref().unwrap_or("unknown");
+        let flags = entry.response_flags.unwrap_or("-");
+        let mut counts = self.counts.borrow_mut();
+        bump(&mut counts.http, cluster, |by_status| {
+            let c = by_status.entry((code, flags)).or_default();
+            c.requests += 1;
+            c.duration
+                .observe(&DURATION_BOUNDS, elapsed.as_secs_f64() * 1000.0);
+            c.request_bytes
+                .observe(&BYTES_BOUNDS, entry.bytes_sent as f64);
+            c.response_bytes
+                .observe(&BYTES_BOUNDS, entry.bytes_received as f64);
+        });
         self.dirty.set(true);
     }
 

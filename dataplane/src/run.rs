@@ -13,7 +13,7 @@ use crate::admin::{AdminState, ReloadStatus, Surface};
 use crate::control::{Loader, Sources};
 use crate::drain::{Drain, Outcome};
 use crate::runtime::{self, Capture, Settings};
-use crate::snapshot::{Acks, Published};
+use crate::snapshot::{Acks, Published, Snapshot};
 
 /// Exit code for a configuration that cannot be served (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -157,7 +157,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let published = Arc::new(Published::new(table));
+    let published = Arc::new(Published::new(Snapshot::build(table)));
     let (drain, drain_requests) = Drain::new(workers);
     let acks = Arc::new(Acks::new(workers));
     let metrics = crate::metrics::Shared::new(workers);

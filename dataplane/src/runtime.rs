@@ -168,6 +168,7 @@ pub fn start(
                         pipes: crate::forward::splice::PipePool::default(),
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
                         metrics: crate::metrics::WorkerMetrics::new(metrics.clone(), id),
+                        pool: crate::http::pool::Pool::default(),
                     });
                     let publisher = worker.clone();
                     monoio::spawn(async move { publisher.metrics.publish_loop().await });

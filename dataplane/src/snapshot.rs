@@ -11,30 +11,60 @@ use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use dataplane_config::table::RouteTable;
 
-/// The published table.
+use crate::origination::Contexts;
+
+/// One configuration generation as the workers use it: the route table and what was built
+/// for it off the workers (TLS client configurations, from files).
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The compiled table.
+    pub table: RouteTable,
+    /// TLS origination per cluster.
+    pub tls: Contexts,
+}
+
+impl Snapshot {
+    /// Build everything `table` needs (reads certificate files: not for a worker thread).
+    pub fn build(table: RouteTable) -> Self {
+        let tls = Contexts::build(&table);
+        for (i, why) in tls.failures() {
+            tracing::warn!(cluster = %table.clusters[i].name, "TLS origination unavailable: {why}");
+        }
+        Self { table, tls }
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = RouteTable;
+    fn deref(&self) -> &RouteTable {
+        &self.table
+    }
+}
+
+/// The published snapshot.
 #[derive(Debug)]
 pub struct Published {
-    table: ArcSwap<RouteTable>,
+    table: ArcSwap<Snapshot>,
     generation: AtomicU64,
 }
 
 impl Published {
     /// Generation 1.
-    pub fn new(table: RouteTable) -> Self {
+    pub fn new(snapshot: Snapshot) -> Self {
         Self {
-            table: ArcSwap::from_pointee(table),
+            table: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(1),
         }
     }
 
-    /// Publish a new table: one pointer swap, then the generation.
-    pub fn publish(&self, table: RouteTable) -> u64 {
-        self.table.store(Arc::new(table));
+    /// Publish a new snapshot: one pointer swap, then the generation.
+    pub fn publish(&self, snapshot: Snapshot) -> u64 {
+        self.table.store(Arc::new(snapshot));
         self.generation.fetch_add(1, Ordering::Release) + 1
     }
 
-    /// The current table (for the admin and control threads).
-    pub fn current(&self) -> Arc<RouteTable> {
+    /// The current snapshot (for the admin and control threads).
+    pub fn current(&self) -> Arc<Snapshot> {
         self.table.load_full()
     }
 
@@ -82,7 +112,7 @@ impl Acks {
 #[allow(clippy::redundant_allocation)]
 pub struct Local {
     published: Arc<Published>,
-    cached: RefCell<(u64, Rc<Arc<RouteTable>>)>,
+    cached: RefCell<(u64, Rc<Arc<Snapshot>>)>,
 }
 
 impl Local {
@@ -102,7 +132,7 @@ impl Local {
 
     /// The current table (refreshed only when the generation changed).
     #[allow(clippy::redundant_allocation)]
-    pub fn current(&self) -> Rc<Arc<RouteTable>> {
+    pub fn current(&self) -> Rc<Arc<Snapshot>> {
         let generation = self.published.generation();
         let mut cached = self.cached.borrow_mut();
         if cached.0 != generation {

@@ -18,6 +18,21 @@ pub fn with_socket<R>(socket: &impl AsRawFd, f: impl FnOnce(&SockRef<'_>) -> R) 
     f(&SockRef::from(&fd))
 }
 
+/// Whether an idle connected socket has neither been closed by its peer nor received bytes
+/// (a pooled keep-alive connection that is safe to reuse): a non-blocking `MSG_PEEK` that
+/// would block. `fd` must be the descriptor of a socket its caller owns and keeps open.
+pub fn idle_socket_is_quiet(fd: RawFd) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    // SAFETY: the caller owns the socket behind `fd` and keeps it open for this call (the pool
+    // holds the stream while it asks); recv(2) with MSG_PEEK | MSG_DONTWAIT writes at most one
+    // byte into `byte`, which lives on this stack frame, and never blocks.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    match SockRef::from(&fd).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    }
+}
+
 /// The destination a connection had before an iptables/nftables REDIRECT (SO_ORIGINAL_DST for
 /// IPv4, IP6T_SO_ORIGINAL_DST for IPv6).
 pub fn original_dst(socket: &impl AsRawFd, local: SocketAddr) -> io::Result<SocketAddr> {

@@ -32,6 +32,8 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// The connect attempt failed.
     Connect(io::Error),
+    /// TLS origination failed (handshake, certificate).
+    Tls(String),
 }
 
 impl UpstreamError {
@@ -44,6 +46,7 @@ impl UpstreamError {
             Self::Dns(why) => format!("dns: {why}"),
             Self::ConnectTimeout => "connect_timeout".into(),
             Self::Connect(e) => format!("connect_failed: {e}"),
+            Self::Tls(why) => format!("tls: {why}"),
         }
     }
 }

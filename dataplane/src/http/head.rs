@@ -228,27 +228,30 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     }))
 }
 
-/// Header fields that apply to one connection only (RFC 9110 §7.6.1), plus every field the
-/// request's `Connection` header names. Removed before forwarding.
-pub fn hop_by_hop(head: &RequestHead) -> Vec<String> {
+/// Header fields that apply to one connection only (RFC 9110 §7.6.1), plus every field a
+/// `Connection` header names, lower-cased. Removed before forwarding. `Transfer-Encoding` is
+/// not among them: bodies are relayed with their framing unchanged, so it stays true; nor are
+/// `Content-Length` and `Host`, whatever `Connection` names (that would reframe a message).
+pub fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut names: Vec<String> = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "te",
-        "trailer",
-        "transfer-encoding",
         "upgrade",
     ]
     .map(String::from)
     .to_vec();
-    for (n, v) in &head.headers {
-        if n.eq_ignore_ascii_case("connection") {
-            for token in String::from_utf8_lossy(v).split(',') {
-                let token = token.trim().to_ascii_lowercase();
-                if !token.is_empty() && !names.contains(&token) {
-                    names.push(token);
-                }
+    for v in values(headers, "connection") {
+        for token in String::from_utf8_lossy(v).split(',') {
+            let token = token.trim().to_ascii_lowercase();
+            // A Connection header never removes the fields that frame or route a message.
+            let framing = matches!(
+                token.as_str(),
+                "transfer-encoding" | "content-length" | "host"
+            );
+            if !token.is_empty() && !framing && !names.contains(&token) {
+                names.push(token);
             }
         }
     }
@@ -392,7 +395,7 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\nExpect: 100-continue\r\n\r\n",
         );
         assert!(!h.close && h.expect_continue && !h.upgrade);
-        let hop = hop_by_hop(&h);
+        let hop = hop_by_hop(&h.headers);
         assert!(hop.contains(&"x-custom".to_owned()) && hop.contains(&"keep-alive".to_owned()));
         let h =
             ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");

@@ -1,0 +1,302 @@
+//! The I/O the HTTP router needs, kept small: a read buffer over a stream ([`Buffered`]),
+//! upstream streams plain or TLS ([`UpstreamIo`]), and body relaying by framing with bounded
+//! memory ([`relay_body`]): bytes go from the reader's buffer to the writer as they arrive,
+//! so a 100 MB body holds one buffer, and a slow writer stops the reads (backpressure).
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::chunked::Tracker;
+
+/// First read buffer of a connection (a request or response head fits).
+pub const FIRST_BUFFER: usize = 8 * 1024;
+/// Read buffer while streaming a body.
+pub const BODY_BUFFER: usize = 64 * 1024;
+/// Head and first body bytes are written together when the body bytes are at most this.
+const COALESCE: usize = 16 * 1024;
+
+/// A stream with a read buffer: bytes read but not yet consumed stay in it.
+pub struct Buffered<S> {
+    /// The stream.
+    pub io: S,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<S: AsyncReadRent> Buffered<S> {
+    /// Wrap `io`; `initial` holds bytes already read from it.
+    pub fn new(io: S, initial: Vec<u8>) -> Self {
+        let buf = if initial.capacity() == 0 {
+            Vec::with_capacity(FIRST_BUFFER)
+        } else {
+            initial
+        };
+        Self { io, buf, start: 0 }
+    }
+
+    /// Unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Mark `n` bytes consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Take the unconsumed bytes out.
+    pub fn take_data(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+
+    /// Give back a large buffer once it is empty (an idle keep-alive connection keeps
+    /// [`FIRST_BUFFER`]).
+    pub fn shrink(&mut self) {
+        if self.data().is_empty() && self.buf.capacity() > FIRST_BUFFER {
+            self.buf = Vec::with_capacity(FIRST_BUFFER);
+            self.start = 0;
+        }
+    }
+
+    /// Read more bytes (growing the buffer up to `max`). `Ok(0)`: end of stream.
+    pub async fn fill(&mut self, max: usize) -> io::Result<usize> {
+        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.capacity() / 2)
+        {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            let grow = self.buf.capacity().max(FIRST_BUFFER);
+            let room = max.saturating_sub(self.buf.len()).max(1);
+            self.buf.reserve(grow.min(room));
+        }
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = self.io.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Write `n` unconsumed bytes to `dst` (without copying them) and consume them.
+    async fn forward<W: AsyncWriteRent>(&mut self, dst: &mut W, n: usize) -> io::Result<()> {
+        let (start, buf) = (self.start, std::mem::take(&mut self.buf));
+        let (res, slice) = dst.write_all(buf.slice(start..start + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+}
+
+/// How a message body is delimited, for relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked (trailers included).
+    Chunked,
+    /// Until the reader's end of stream.
+    UntilClose,
+}
+
+/// Why a body could not be relayed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Reading failed or the stream ended early.
+    Read(io::Error),
+    /// Writing failed.
+    Write(io::Error),
+    /// The chunked framing was malformed.
+    Malformed(&'static str),
+}
+
+impl BodyError {
+    /// A short reason for logs.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Read(e) => format!("read: {e}"),
+            Self::Write(e) => format!("write: {e}"),
+            Self::Malformed(why) => format!("malformed chunked body: {why}"),
+        }
+    }
+}
+
+/// What [`relay_body`] keeps of a body for a retry.
+pub struct Replay {
+    /// The bytes kept, if the body fitted.
+    pub bytes: Option<Vec<u8>>,
+    limit: usize,
+}
+
+impl Replay {
+    /// Keep at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: Some(Vec::new()),
+            limit,
+        }
+    }
+
+    /// Keep nothing.
+    pub fn none() -> Self {
+        Self {
+            bytes: None,
+            limit: 0,
+        }
+    }
+
+    fn keep(&mut self, chunk: &[u8]) {
+        if let Some(b) = &mut self.bytes {
+            if b.len() + chunk.len() > self.limit {
+                self.bytes = None;
+            } else {
+                b.extend_from_slice(chunk);
+            }
+        }
+    }
+}
+
+/// Write `head`, then relay a body framed as `body` from `src` to `dst`. Body bytes already
+/// buffered are written with the head in one call when small. Returns the body bytes relayed.
+pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
+    head: Vec<u8>,
+    src: &mut Buffered<R>,
+    dst: &mut W,
+    body: Body,
+    replay: &mut Replay,
+) -> Result<u64, BodyError> {
+    let mut left = match body {
+        Body::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut tracker = Tracker::new();
+    let mut done = body == Body::None;
+    let mut relayed = 0u64;
+    // How many buffered bytes belong to the body, and whether it ends with them.
+    let mut take = |data: &[u8], left: &mut u64| -> Result<(usize, bool), BodyError> {
+        match body {
+            Body::None => Ok((0, true)),
+            Body::Length(_) => {
+                let n = (*left).min(data.len() as u64) as usize;
+                *left -= n as u64;
+                Ok((n, *left == 0))
+            }
+            Body::Chunked => {
+                let n = tracker.feed(data).map_err(|m| BodyError::Malformed(m.0))?;
+                Ok((n, tracker.done()))
+            }
+            Body::UntilClose => Ok((data.len(), false)),
+        }
+    };
+    // The head, with the body bytes already read when few.
+    let mut head = head;
+    if !done && !src.data().is_empty() {
+        let data = src.data();
+        let room = COALESCE.min(data.len());
+        let (n, end) = take(&data[..room], &mut left)?;
+        head.extend_from_slice(&data[..n]);
+        replay.keep(&data[..n]);
+        relayed += n as u64;
+        src.consume(n);
+        done = end;
+    }
+    let (res, _) = dst.write_all(head).await;
+    res.map_err(BodyError::Write)?;
+    while !done {
+        if src.data().is_empty() {
+            match src.fill(BODY_BUFFER).await {
+                Ok(0) if body == Body::UntilClose => break,
+                Ok(0) => {
+                    return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(BodyError::Read(e)),
+            }
+        }
+        let (n, end) = take(src.data(), &mut left)?;
+        replay.keep(&src.data()[..n]);
+        relayed += n as u64;
+        src.forward(dst, n).await.map_err(BodyError::Write)?;
+        done = end;
+    }
+    dst.flush().await.map_err(BodyError::Write)?;
+    Ok(relayed)
+}
+
+/// An upstream connection, plaintext or TLS-originated.
+pub enum UpstreamIo {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS (DestinationRule SIMPLE or MUTUAL); the descriptor of its TCP socket kept for
+    /// liveness checks.
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>, RawFd),
+}
+
+impl UpstreamIo {
+    /// The TCP socket's descriptor.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Self::Plain(s) => s.as_raw_fd(),
+            Self::Tls(_, fd) => *fd,
+        }
+    }
+}
+
+impl AsyncReadRent for UpstreamIo {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Self::Plain(s) => s.read(buf).await,
+            Self::Tls(s, _) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Self::Plain(s) => s.readv(buf).await,
+            Self::Tls(s, _) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for UpstreamIo {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Self::Plain(s) => s.write(buf).await,
+            Self::Tls(s, _) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Self::Plain(s) => s.writev(buf).await,
+            Self::Tls(s, _) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush().await,
+            Self::Tls(s, _) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.shutdown().await,
+            Self::Tls(s, _) => s.shutdown().await,
+        }
+    }
+}

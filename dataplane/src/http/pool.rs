@@ -1,0 +1,138 @@
+//! Per-worker pools of idle upstream HTTP/1.1 connections, keyed by endpoint and TLS identity
+//! (the client configuration and SNI), with DestinationRule `connectionPool` limits:
+//! `idleTimeout` (default 1 h), `maxRequestsPerConnection`, and `maxConnections` counted per
+//! cluster on this worker.
+//!
+//! A connection is checked out for one exchange and put back only when the exchange left it
+//! clean (response complete, no `Connection: close`). An idle connection is checked with a
+//! non-blocking peek before reuse: one the origin closed (or that has stray bytes) is dropped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::io::{Buffered, UpstreamIo};
+use crate::sys;
+
+/// Istio's default idle timeout for upstream HTTP connections.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+/// Idle connections kept per key at most.
+const MAX_IDLE_PER_KEY: usize = 64;
+/// A sweep of expired connections runs when this many are idle.
+const SWEEP_AT: usize = 1024;
+
+/// What makes two upstream connections interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Endpoint.
+    pub addr: SocketAddr,
+    /// TLS client configuration (its address) and SNI; `None` for plaintext.
+    pub tls: Option<(usize, String)>,
+}
+
+/// An upstream connection with its read buffer and bookkeeping.
+pub struct Pooled {
+    /// The stream and bytes read from it.
+    pub conn: Buffered<UpstreamIo>,
+    /// Its endpoint.
+    pub addr: SocketAddr,
+    /// Requests sent on it so far.
+    pub requests: u32,
+    /// Whether it came out of the pool (a failure before any response byte may be a race with
+    /// the origin's idle close, and is retried once on a fresh connection).
+    pub reused: bool,
+    _open: OpenGuard,
+}
+
+/// Counts an open connection against its cluster until dropped.
+struct OpenGuard(Rc<Cell<u32>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+struct Idle {
+    conn: Pooled,
+    since: Instant,
+}
+
+/// A worker's pool.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<Key, Vec<Idle>>>,
+    idle_count: Cell<usize>,
+    open: RefCell<HashMap<String, Rc<Cell<u32>>>>,
+}
+
+impl Pool {
+    /// An idle connection for `key` that is still usable, if any.
+    pub fn checkout(&self, key: &Key, idle_timeout: Duration) -> Option<Pooled> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(key)?;
+        while let Some(entry) = list.pop() {
+            self.idle_count.set(self.idle_count.get().saturating_sub(1));
+            if entry.since.elapsed() < idle_timeout && usable(&entry.conn) {
+                let mut conn = entry.conn;
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Open connections of `cluster` on this worker.
+    pub fn open_count(&self, cluster: &str) -> u32 {
+        self.open.borrow().get(cluster).map_or(0, |c| c.get())
+    }
+
+    /// Wrap a new connection, counting it against `cluster`.
+    pub fn adopt(&self, cluster: &str, addr: SocketAddr, io: UpstreamIo) -> Pooled {
+        let counter = self
+            .open
+            .borrow_mut()
+            .entry(cluster.to_owned())
+            .or_default()
+            .clone();
+        counter.set(counter.get() + 1);
+        Pooled {
+            conn: Buffered::new(io, Vec::new()),
+            addr,
+            requests: 0,
+            reused: false,
+            _open: OpenGuard(counter),
+        }
+    }
+
+    /// Return a connection after a clean exchange.
+    pub fn put(&self, key: Key, mut conn: Pooled, idle_timeout: Duration) {
+        conn.conn.shrink();
+        let mut idle = self.idle.borrow_mut();
+        if self.idle_count.get() >= SWEEP_AT {
+            let mut kept = 0;
+            idle.retain(|_, list| {
+                list.retain(|e| e.since.elapsed() < idle_timeout);
+                kept += list.len();
+                !list.is_empty()
+            });
+            self.idle_count.set(kept);
+        }
+        let list = idle.entry(key).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            return;
+        }
+        list.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        self.idle_count.set(self.idle_count.get() + 1);
+    }
+}
+
+/// An idle connection is usable when the origin neither closed it nor sent anything.
+fn usable(conn: &Pooled) -> bool {
+    conn.conn.data().is_empty() && sys::idle_socket_is_quiet(conn.conn.io.raw_fd())
+}

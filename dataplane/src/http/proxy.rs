@@ -1,0 +1,930 @@
+//! The HTTP/1.1 router's connection loop, as Envoy's HTTP connection manager serves an Istio
+//! sidecar's outbound port: requests are read one at a time (pipelined requests wait in the
+//! buffer and are answered in order), each routed by its own Host (spec §5.2) and planned
+//! ([`super::plan`]), then forwarded over a pooled keep-alive upstream connection, plain or
+//! TLS-originated (spec §10.2), with the route's timeout, retries and faults. Bodies stream
+//! both ways. One access-log line per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane_config::table::{Cluster, ClusterId, HostRoute, HttpRouteConfig};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
+
+use super::head::{self, Framing, RequestHead};
+use super::io::{Body, BodyError, Buffered, Replay, UpstreamIo};
+use super::matching::Request;
+use super::plan::{self, Forward, LocalReply, Plan};
+use super::pool::{self, Key, Pooled};
+use super::render::{self, Outbound};
+use super::response::{self, BodyFraming, ResponseHead};
+use crate::access_log::Entry;
+use crate::conn::Worker;
+use crate::origination::{Origination, Sni};
+use crate::runtime::Capture;
+use crate::snapshot::Snapshot;
+use crate::upstream::{self, UpstreamError};
+
+/// How long a keep-alive client connection may sit between requests (Envoy's HTTP connection
+/// manager default idle timeout).
+const CLIENT_IDLE: Duration = Duration::from_secs(3600);
+/// Request bodies up to this size are kept so a retry can resend them.
+const REPLAY_LIMIT: usize = 64 * 1024;
+/// Retry back-off is capped at this many times the base interval (Envoy: 10x).
+const BACKOFF_CAP: u32 = 10;
+
+/// One client connection on an HTTP route table.
+pub struct Conn<'a> {
+    /// The worker's state.
+    pub worker: &'a Worker,
+    /// The configuration the connection started with.
+    pub snapshot: &'a Snapshot,
+    /// The port's route table.
+    pub config: &'a HttpRouteConfig,
+    /// The original destination.
+    pub dst: SocketAddr,
+    /// The client.
+    pub source: Option<SocketAddr>,
+}
+
+/// What happens to the client connection after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The upstream switched protocols: tunnel bytes both ways.
+    Tunnel(TcpStream, Vec<u8>),
+}
+
+/// Serve requests on `client` until it closes, errs, or asks to close. `initial` holds the
+/// bytes read during detection. Returns the number of requests answered.
+pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
+    let mut client = Buffered::new(client, initial);
+    let mut served = 0;
+    loop {
+        let started = Instant::now();
+        let mut log = Entry::start();
+        log.source = cx.source;
+        log.destination = Some(cx.dst);
+        let head = match read_head(&mut client, cx.worker.settings.detect_timeout).await {
+            HeadRead::Head(h) => h,
+            HeadRead::Closed => break,
+            HeadRead::Refused(status, why) => {
+                let reply = LocalReply::new(status, "", "-", why);
+                let _ = answer(&mut client.io, &mut log, &reply, true).await;
+                log.reason = Some(format!("{status}: {why}"));
+                finish(cx, log, started);
+                served += 1;
+                break;
+            }
+        };
+        client.consume(head.head_len);
+        log.method = Some(head.method.clone());
+        log.path = Some(head.target.clone());
+        log.host = Some(head.authority.clone());
+        let next = exchange(cx, &mut client, &head, &mut log).await;
+        finish(cx, log, started);
+        served += 1;
+        match next {
+            Next::KeepAlive if !head.close => client.shrink(),
+            Next::KeepAlive | Next::Close => break,
+            Next::Tunnel(upstream, from_upstream) => {
+                tunnel(cx, client, upstream, from_upstream).await;
+                break;
+            }
+        }
+    }
+    served
+}
+
+fn finish(cx: &Conn<'_>, log: Entry, started: Instant) {
+    cx.worker.metrics.request(&log, started.elapsed());
+    log.emit(started.elapsed());
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    Closed,
+    Refused(u16, &'static str),
+}
+
+/// Read the next request head: the first byte may take [`CLIENT_IDLE`], the whole head must
+/// arrive within `head_timeout` of its first byte (a client sending its head a byte at a time
+/// is cut there).
+async fn read_head(client: &mut Buffered<TcpStream>, head_timeout: Duration) -> HeadRead {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !client.data().is_empty() {
+            match head::parse(client.data()) {
+                Ok(Some(h)) => return HeadRead::Head(h),
+                Ok(None) => {}
+                Err(head::Reject::BadRequest(why)) => return HeadRead::Refused(400, why),
+                Err(head::Reject::TooLarge) => {
+                    return HeadRead::Refused(431, "request head too large");
+                }
+                Err(head::Reject::NotImplemented(why)) => return HeadRead::Refused(501, why),
+            }
+        }
+        let wait = if client.data().is_empty() {
+            CLIENT_IDLE
+        } else {
+            let d = *deadline.get_or_insert_with(|| Instant::now() + head_timeout);
+            d.saturating_duration_since(Instant::now())
+        };
+        match monoio::time::timeout(wait, client.fill(head::MAX_HEAD + 1)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Err(_) if !client.data().is_empty() => {
+                return HeadRead::Refused(408, "request head timeout");
+            }
+            _ => return HeadRead::Closed,
+        }
+    }
+}
+
+/// Write a local reply. `Err`: the client is gone.
+async fn answer(
+    client: &mut TcpStream,
+    log: &mut Entry,
+    reply: &LocalReply,
+    close: bool,
+) -> std::io::Result<()> {
+    log.outcome = "local_reply";
+    log.response_code = Some(reply.status);
+    log.response_flags = Some(reply.flag);
+    if log.reason.is_none() {
+        log.reason = Some(reply.reason.to_owned());
+    }
+    let (res, _) = client.write_all(render::local(reply, close)).await;
+    res.map(|_| ())
+}
+
+/// Reply locally to a request whose body has not been read: the connection closes after the
+/// reply unless there is no body.
+async fn reply_unread(
+    client: &mut Buffered<TcpStream>,
+    head: &RequestHead,
+    log: &mut Entry,
+    reply: LocalReply,
+) -> Next {
+    let close = head.framing != Framing::None || head.close;
+    match answer(&mut client.io, log, &reply, close).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Where a forwarded request goes.
+#[derive(Clone, Copy)]
+enum Dest<'t> {
+    Cluster(ClusterId, &'t Cluster),
+    /// ALLOW_ANY: the original destination.
+    Original,
+}
+
+async fn exchange(
+    cx: &Conn<'_>,
+    client: &mut Buffered<TcpStream>,
+    head: &RequestHead,
+    log: &mut Entry,
+) -> Next {
+    let table = &cx.snapshot.table;
+    match cx.config.route(head.authority.as_bytes()) {
+        HostRoute::Block => {
+            log.cluster = Some("BlackHoleCluster".into());
+            let reply = LocalReply::new(502, "", "-", "registry_only");
+            reply_unread(client, head, log, reply).await
+        }
+        HostRoute::Passthrough if cx.worker.settings.capture == Capture::Listeners => {
+            let reply = LocalReply::new(502, "", "-", "passthrough to a local listener would loop");
+            reply_unread(client, head, log, reply).await
+        }
+        HostRoute::Passthrough => {
+            log.cluster = Some("PassthroughCluster".into());
+            let fwd = Forward {
+                cluster: None,
+                timeout: None,
+                retries: passthrough_retries(),
+                delay: None,
+                abort: None,
+                path: None,
+                authority: None,
+                request_ops: Vec::new(),
+                response_ops: Vec::new(),
+                rule: None,
+            };
+            forward(cx, client, head, &fwd, Dest::Original, log).await
+        }
+        HostRoute::VirtualHost(vh) => {
+            let request = Request {
+                method: &head.method,
+                path: &head.path,
+                authority: &head.authority,
+                scheme: "http",
+                headers: &head.headers,
+                port: cx.config.port,
+            };
+            let planned = {
+                let mut rng = cx.worker.rng.borrow_mut();
+                plan::plan(vh, &request, &mut || rng.f64())
+            };
+            match planned {
+                Plan::Reply(reply) => reply_unread(client, head, log, reply).await,
+                Plan::Forward(fwd) => {
+                    let Some(id) = fwd.cluster else {
+                        let reply = LocalReply::new(503, "", "NC", "cluster not found");
+                        return reply_unread(client, head, log, reply).await;
+                    };
+                    let cluster = table.cluster(id);
+                    log.cluster = Some(cluster.name.clone());
+                    forward(cx, client, head, &fwd, Dest::Cluster(id, cluster), log).await
+                }
+            }
+        }
+    }
+}
+
+/// The allow_any route has no retry policy (spec §9.4).
+fn passthrough_retries() -> &'static dataplane_config::spec::RetryPolicy {
+    static NONE: std::sync::OnceLock<dataplane_config::spec::RetryPolicy> =
+        std::sync::OnceLock::new();
+    NONE.get_or_init(dataplane_config::spec::RetryPolicy::disabled)
+}
+
+/// Why an attempt failed before a usable response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No connection (refused, timed out, TLS handshake failed, DNS).
+    Connect,
+    /// The connection closed or failed before a response head.
+    Reset,
+    /// The per-try timeout expired.
+    PerTryTimeout,
+    /// A complete response with this status.
+    Status(u16),
+}
+
+/// Whether `policy` retries `failure` (Envoy's `retry_on` semantics).
+fn retries_on(policy: &dataplane_config::spec::RetryPolicy, failure: Failure) -> bool {
+    let has = |c: &str| policy.retry_on.conditions.iter().any(|x| x == c);
+    match failure {
+        Failure::Connect => {
+            has("connect-failure") || has("5xx") || has("gateway-error") || has("reset")
+        }
+        Failure::Reset => has("reset") || has("5xx") || has("gateway-error"),
+        Failure::PerTryTimeout => has("5xx") || has("gateway-error"),
+        Failure::Status(code) => {
+            (has("5xx") && code >= 500)
+                || (has("gateway-error") && matches!(code, 502..=504))
+                || (has("retriable-4xx") && code == 409)
+                || policy.retry_on.status_codes.contains(&code)
+        }
+    }
+}
+
+fn body_of(framing: Framing) -> Body {
+    match framing {
+        Framing::None => Body::None,
+        Framing::Length(n) => Body::Length(n),
+        Framing::Chunked => Body::Chunked,
+    }
+}
+
+fn response_body(framing: BodyFraming) -> Body {
+    match framing {
+        BodyFraming::None => Body::None,
+        BodyFraming::Length(n) => Body::Length(n),
+        BodyFraming::Chunked => Body::Chunked,
+        BodyFraming::UntilClose => Body::UntilClose,
+    }
+}
+
+/// The host part of an authority, lower-cased (the name DYNAMIC_DNS resolves and auto SNI
+/// sends).
+fn host_of(authority: &str) -> String {
+    let host = dataplane_config::table::host::http_host(authority.as_bytes())
+        .map_or_else(String::new, |h| String::from_utf8_lossy(h).into_owned());
+    host.to_ascii_lowercase()
+}
+
+fn request_id(rng: &mut fastrand::Rng) -> String {
+    let v = rng.u128(..);
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+#[allow(clippy::too_many_lines)] // one exchange's attempts, read top to bottom
+async fn forward(
+    cx: &Conn<'_>,
+    client: &mut Buffered<TcpStream>,
+    head: &RequestHead,
+    fwd: &Forward<'_>,
+    dest: Dest<'_>,
+    log: &mut Entry,
+) -> Next {
+    if let Some(delay) = fwd.delay {
+        monoio::time::sleep(delay).await;
+        log.response_flags = Some("DI");
+    }
+    if let Some(abort) = &fwd.abort {
+        return reply_unread(client, head, log, abort.clone()).await;
+    }
+    let origination = match dest {
+        Dest::Cluster(id, _) => cx.snapshot.tls.get(id),
+        Dest::Original => None,
+    };
+    if let Some(Origination {
+        config: Err(why), ..
+    }) = origination
+    {
+        log.reason = Some(format!("tls origination: {why}"));
+        let reply = LocalReply::new(503, "upstream TLS is not available", "UF", "");
+        return reply_unread(client, head, log, reply).await;
+    }
+    let has_body = head.framing != Framing::None;
+    if head.expect_continue && has_body {
+        // Envoy's default: the proxy answers 100-continue itself and drops Expect upstream.
+        let (res, _) = client
+            .io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
+        if res.is_err() {
+            return Next::Close;
+        }
+    }
+    let started = Instant::now();
+    let deadline = fwd.timeout.map(|t| started + t);
+    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let authority = fwd.authority.as_deref().unwrap_or(&head.authority);
+    let path = fwd.path.as_deref().unwrap_or(&head.path);
+    let requested = host_of(&head.authority);
+    let request_id = request_id(&mut cx.worker.rng.borrow_mut());
+    let mut replay = Replay::new(REPLAY_LIMIT);
+    let mut body_sent = false;
+    let mut attempt = 0u32;
+    let mut fresh_retry_used = false;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let policy = fwd.retries;
+    loop {
+        attempt += 1;
+        let can_retry = |failure: Failure, replay: &Replay, attempt: u32, body_sent: bool| {
+            attempt <= policy.attempts
+                && retries_on(policy, failure)
+                && (!body_sent || replay.bytes.is_some())
+                && deadline.is_none_or(|d| Instant::now() < d)
+        };
+        // 1. An upstream connection.
+        let acquired = acquire(cx, dest, origination, &requested, &tried, left()).await;
+        let mut up = match acquired {
+            Ok(p) => p,
+            Err(Acquire::Overflow) => {
+                let reply = LocalReply::new(503, "upstream connect error: overflow", "UO", "");
+                log.reason = Some("connection pool overflow".into());
+                return reply_or_close(client, head, log, reply, body_sent).await;
+            }
+            Err(Acquire::Failed(e)) => {
+                log.reason = Some(e.reason());
+                if can_retry(Failure::Connect, &replay, attempt, body_sent) {
+                    backoff(cx, policy, attempt, deadline).await;
+                    continue;
+                }
+                let (flag, body) = match e {
+                    UpstreamError::NoEndpoints | UpstreamError::Dns(_) => {
+                        ("UH", "no healthy upstream")
+                    }
+                    _ => (
+                        "UF",
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    ),
+                };
+                let reply = LocalReply::new(503, body, flag, "");
+                return reply_or_close(client, head, log, reply, body_sent).await;
+            }
+        };
+        tried.push(up.addr);
+        log.upstream = Some(up.addr);
+        up.requests += 1;
+        let _lease = cx.worker.balancer.lease(up.addr);
+        // 2. The request.
+        let out = render::request(
+            head,
+            &Outbound {
+                path,
+                authority,
+                ops: &fwd.request_ops,
+                attempt,
+                request_id: &request_id,
+            },
+        );
+        let sent = if body_sent {
+            let mut out = out;
+            out.extend_from_slice(replay.bytes.as_deref().unwrap_or_default());
+            let (res, _) = up.conn.io.write_all(out).await;
+            match res {
+                Ok(_) => up.conn.io.flush().await.map(|_| 0),
+                Err(e) => Err(e),
+            }
+        } else {
+            body_sent = true;
+            match super::io::relay_body(
+                out,
+                client,
+                &mut up.conn.io,
+                body_of(head.framing),
+                &mut replay,
+            )
+            .await
+            {
+                Ok(n) => Ok(n),
+                Err(BodyError::Write(e)) => Err(e),
+                Err(BodyError::Read(e)) => {
+                    log.outcome = "error";
+                    log.response_flags = Some("DC");
+                    log.reason = Some(format!("client: {e}"));
+                    return Next::Close;
+                }
+                Err(BodyError::Malformed(why)) => {
+                    let reply = LocalReply::new(400, "", "-", why);
+                    let _ = answer(&mut client.io, log, &reply, true).await;
+                    return Next::Close;
+                }
+            }
+        };
+        match sent {
+            Ok(n) if n > 0 => log.bytes_sent = n,
+            Ok(_) => {}
+            Err(e) => {
+                log.reason = Some(format!("upstream write: {e}"));
+                if up.reused && !fresh_retry_used && replay.bytes.is_some() {
+                    // The origin closed an idle connection as we reused it: try a fresh one.
+                    fresh_retry_used = true;
+                    attempt -= 1;
+                    continue;
+                }
+                if can_retry(Failure::Reset, &replay, attempt, body_sent) {
+                    backoff(cx, policy, attempt, deadline).await;
+                    continue;
+                }
+                let reply = LocalReply::new(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    "UC",
+                    "",
+                );
+                return reply_or_close(client, head, log, reply, true).await;
+            }
+        }
+        // 3. The response head, within the per-try and route timeouts.
+        let sent_at = Instant::now();
+        let wait = match (
+            policy.per_try_timeout.filter(|_| policy.attempts > 0),
+            left(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let failure = match read_response(&mut up.conn, &head.method, wait).await {
+            Ok(resp) => {
+                let failure = Failure::Status(resp.status);
+                if can_retry(failure, &replay, attempt, body_sent) {
+                    log.reason = Some(format!("upstream status {}", resp.status));
+                    backoff(cx, policy, attempt, deadline).await;
+                    continue;
+                }
+                return relay_response(
+                    cx, client, head, fwd, up, resp, sent_at, dest, deadline, log,
+                )
+                .await;
+            }
+            Err(ReadFailure::Timeout) => {
+                log.reason = Some("upstream request timeout".into());
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let reply = LocalReply::new(504, "upstream request timeout", "UT", "");
+                    return reply_or_close(client, head, log, reply, true).await;
+                }
+                Failure::PerTryTimeout
+            }
+            Err(ReadFailure::Closed(why)) => {
+                log.reason = Some(format!("upstream: {why}"));
+                if up.reused && !fresh_retry_used && replay.bytes.is_some() {
+                    fresh_retry_used = true;
+                    attempt -= 1;
+                    continue;
+                }
+                Failure::Reset
+            }
+            Err(ReadFailure::Invalid(why)) => {
+                log.reason = Some(format!("upstream: {why}"));
+                let reply = LocalReply::new(502, "upstream sent an invalid response", "UPE", "");
+                return reply_or_close(client, head, log, reply, true).await;
+            }
+        };
+        if can_retry(failure, &replay, attempt, body_sent) {
+            backoff(cx, policy, attempt, deadline).await;
+            continue;
+        }
+        let reply = match failure {
+            Failure::PerTryTimeout => LocalReply::new(504, "upstream request timeout", "UT", ""),
+            _ => LocalReply::new(
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                "UC",
+                "",
+            ),
+        };
+        return reply_or_close(client, head, log, reply, true).await;
+    }
+}
+
+/// A local reply after the request body may have been read: keep the connection only when
+/// the body was consumed (or there was none).
+async fn reply_or_close(
+    client: &mut Buffered<TcpStream>,
+    head: &RequestHead,
+    log: &mut Entry,
+    reply: LocalReply,
+    body_consumed: bool,
+) -> Next {
+    if body_consumed || head.framing == Framing::None {
+        let close = head.close;
+        match answer(&mut client.io, log, &reply, close).await {
+            Ok(()) if !close => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    } else {
+        reply_unread(client, head, log, reply).await
+    }
+}
+
+/// Envoy's back-off: a random wait up to base * 2^(attempt-1), capped at 10x base, and never
+/// past the route deadline.
+async fn backoff(
+    cx: &Conn<'_>,
+    policy: &dataplane_config::spec::RetryPolicy,
+    attempt: u32,
+    deadline: Option<Instant>,
+) {
+    let base = policy.backoff.max(Duration::from_millis(1));
+    let factor = 1u32 << attempt.saturating_sub(1).min(10);
+    let ceiling = base * factor.min(BACKOFF_CAP);
+    let ms = ceiling.as_millis().max(1) as u64;
+    let mut wait = Duration::from_millis(cx.worker.rng.borrow_mut().u64(0..ms));
+    if let Some(d) = deadline {
+        wait = wait.min(d.saturating_duration_since(Instant::now()));
+    }
+    monoio::time::sleep(wait).await;
+}
+
+enum Acquire {
+    Overflow,
+    Failed(UpstreamError),
+}
+
+/// A pooled connection to `dest`, or a new one (connect, then the TLS handshake when the
+/// cluster originates TLS). Endpoints not tried yet come first.
+async fn acquire(
+    cx: &Conn<'_>,
+    dest: Dest<'_>,
+    origination: Option<&Origination>,
+    requested: &str,
+    tried: &[SocketAddr],
+    left: Option<Duration>,
+) -> Result<Pooled, Acquire> {
+    let worker = cx.worker;
+    let (mut addrs, cluster_name, connect_timeout, pool_settings) = match dest {
+        Dest::Original => (
+            vec![cx.dst],
+            "PassthroughCluster",
+            worker.settings.connect_timeout,
+            None,
+        ),
+        Dest::Cluster(_, cluster) => {
+            let mut rng = fastrand::Rng::with_seed(worker.rng.borrow_mut().u64(..));
+            let addrs = worker
+                .balancer
+                .candidates(cluster, cx.dst, Some(requested), &worker.resolver, &mut rng)
+                .await
+                .map_err(Acquire::Failed)?;
+            (
+                addrs,
+                cluster.name.as_str(),
+                cluster.connect_timeout,
+                cluster.policy.connection_pool.as_ref(),
+            )
+        }
+    };
+    addrs.sort_by_key(|a| tried.contains(a));
+    let idle = pool_settings
+        .and_then(|p| p.http_idle_timeout)
+        .unwrap_or(pool::DEFAULT_IDLE);
+    let tls = match origination {
+        Some(Origination {
+            config: Ok(config),
+            sni,
+        }) => {
+            let name = match sni {
+                Sni::Fixed(name) => name.clone(),
+                Sni::FromHost => requested.to_owned(),
+            };
+            Some((config.clone(), name))
+        }
+        _ => None,
+    };
+    for &addr in &addrs {
+        let key = Key {
+            addr,
+            tls: tls
+                .as_ref()
+                .map(|(c, n)| (Arc::as_ptr(c) as usize, n.clone())),
+        };
+        if let Some(p) = worker.pool.checkout(&key, idle) {
+            return Ok(p);
+        }
+    }
+    if let Some(max) = pool_settings.and_then(|p| p.max_connections)
+        && worker.pool.open_count(cluster_name) >= max
+    {
+        return Err(Acquire::Overflow);
+    }
+    let timeout = left.map_or(connect_timeout, |l| l.min(connect_timeout));
+    let mut last = UpstreamError::NoEndpoints;
+    for &addr in &addrs {
+        let tcp = match upstream::connect(addr, worker.settings.mark, timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let io = match &tls {
+            None => UpstreamIo::Plain(tcp),
+            Some((config, name)) => match handshake(config, name, addr, tcp, timeout).await {
+                Ok(io) => io,
+                Err(why) => {
+                    last = UpstreamError::Tls(why);
+                    continue;
+                }
+            },
+        };
+        return Ok(worker.pool.adopt(cluster_name, addr, io));
+    }
+    Err(Acquire::Failed(last))
+}
+
+async fn handshake(
+    config: &Arc<rustls::ClientConfig>,
+    name: &str,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<UpstreamIo, String> {
+    use std::os::fd::AsRawFd;
+    let server_name = if name.is_empty() {
+        ServerName::IpAddress(addr.ip().into())
+    } else {
+        ServerName::try_from(name.to_owned()).map_err(|e| format!("server name {name}: {e}"))?
+    };
+    let fd = tcp.as_raw_fd();
+    let connector = monoio_rustls::TlsConnector::from(config.clone());
+    match monoio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+        Err(_) => Err("TLS handshake timeout".into()),
+        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+        Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream), fd)),
+    }
+}
+
+enum ReadFailure {
+    Timeout,
+    Closed(String),
+    Invalid(&'static str),
+}
+
+/// Read a final response head (interim 1xx other than 101 are skipped), within `wait`.
+async fn read_response(
+    up: &mut Buffered<UpstreamIo>,
+    method: &str,
+    wait: Option<Duration>,
+) -> Result<ResponseHead, ReadFailure> {
+    let read = async {
+        loop {
+            if !up.data().is_empty() {
+                match response::parse(up.data(), method) {
+                    Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                        up.consume(r.head_len);
+                        continue;
+                    }
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
+                    Err(response::Invalid(why)) => return Err(ReadFailure::Invalid(why)),
+                }
+            }
+            match up.fill(head::MAX_HEAD + 1).await {
+                Ok(0) => {
+                    return Err(ReadFailure::Closed(
+                        "connection closed before a response".into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(ReadFailure::Closed(e.to_string())),
+            }
+        }
+    };
+    match wait {
+        None => read.await,
+        Some(w) => monoio::time::timeout(w, read)
+            .await
+            .unwrap_or(Err(ReadFailure::Timeout)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the exchange's whole state, passed once
+async fn relay_response(
+    cx: &Conn<'_>,
+    client: &mut Buffered<TcpStream>,
+    head: &RequestHead,
+    fwd: &Forward<'_>,
+    mut up: Pooled,
+    resp: ResponseHead,
+    sent_at: Instant,
+    dest: Dest<'_>,
+    deadline: Option<Instant>,
+    log: &mut Entry,
+) -> Next {
+    let service_ms = sent_at.elapsed().as_millis();
+    log.response_code = Some(resp.status);
+    log.response_flags.get_or_insert("-");
+    log.outcome = "forwarded";
+    up.conn.consume(resp.head_len);
+    if resp.status == 101 {
+        if !head.upgrade {
+            let reply = LocalReply::new(502, "", "UPE", "101 without an upgrade request");
+            let _ = answer(&mut client.io, log, &reply, true).await;
+            return Next::Close;
+        }
+        let out = render::response(&resp, &fwd.response_ops, service_ms, false);
+        let (res, _) = client.io.write_all(out).await;
+        if res.is_err() {
+            return Next::Close;
+        }
+        let rest = up.conn.take_data();
+        return match up.conn.io {
+            UpstreamIo::Plain(tcp) => Next::Tunnel(tcp, rest),
+            UpstreamIo::Tls(..) => {
+                log.reason = Some("upgrade over TLS origination is not supported".into());
+                Next::Close
+            }
+        };
+    }
+    let client_close = head.close || resp.framing == BodyFraming::UntilClose;
+    let out = render::response(&resp, &fwd.response_ops, service_ms, client_close);
+    let mut no_replay = Replay::none();
+    let relay = super::io::relay_body(
+        out,
+        &mut up.conn,
+        &mut client.io,
+        response_body(resp.framing),
+        &mut no_replay,
+    );
+    let relayed = match deadline {
+        None => relay.await,
+        Some(d) => monoio::time::timeout(d.saturating_duration_since(Instant::now()), relay)
+            .await
+            .unwrap_or_else(|_| Err(BodyError::Read(std::io::ErrorKind::TimedOut.into()))),
+    };
+    match relayed {
+        Ok(n) => log.bytes_received = n,
+        Err(e) => {
+            log.outcome = "error";
+            log.reason = Some(format!("response body: {}", e.reason()));
+            return Next::Close;
+        }
+    }
+    let max = match dest {
+        Dest::Cluster(_, c) => c
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|p| p.max_requests_per_connection)
+            .filter(|n| *n > 0),
+        Dest::Original => None,
+    };
+    if !resp.close && up.conn.data().is_empty() && max.is_none_or(|m| up.requests < m) {
+        let idle = match dest {
+            Dest::Cluster(_, c) => c
+                .policy
+                .connection_pool
+                .as_ref()
+                .and_then(|p| p.http_idle_timeout),
+            Dest::Original => None,
+        }
+        .unwrap_or(pool::DEFAULT_IDLE);
+        let origination = match dest {
+            Dest::Cluster(id, _) => cx.snapshot.tls.get(id),
+            Dest::Original => None,
+        };
+        let tls = match (&up.conn.io, origination) {
+            (
+                UpstreamIo::Tls(..),
+                Some(Origination {
+                    config: Ok(config),
+                    sni,
+                }),
+            ) => Some((
+                Arc::as_ptr(config) as usize,
+                match sni {
+                    Sni::Fixed(n) => n.clone(),
+                    Sni::FromHost => host_of(&head.authority),
+                },
+            )),
+            _ => None,
+        };
+        let key = Key { addr: up.addr, tls };
+        cx.worker.pool.put(key, up, idle);
+    }
+    if client_close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// After `101 Switching Protocols`: bytes both ways until either side closes.
+async fn tunnel(
+    cx: &Conn<'_>,
+    mut client: Buffered<TcpStream>,
+    mut upstream: TcpStream,
+    from_upstream: Vec<u8>,
+) {
+    if !from_upstream.is_empty() {
+        let (res, _) = client.io.write_all(from_upstream).await;
+        if res.is_err() {
+            return;
+        }
+    }
+    let to_upstream = client.take_data();
+    let _ = upstream.flush().await;
+    let _done = crate::forward::forward(
+        client.io,
+        upstream,
+        to_upstream,
+        cx.worker.settings.forward,
+        &cx.worker.pipes,
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane_config::spec::RetryPolicy;
+
+    #[test]
+    fn retry_conditions_table() {
+        let default = RetryPolicy::istio_default();
+        let mut custom = RetryPolicy::istio_default();
+        custom.retry_on.conditions = vec!["gateway-error".into()];
+        custom.retry_on.status_codes = vec![429];
+        let mut five = RetryPolicy::istio_default();
+        five.retry_on.conditions = vec!["5xx".into()];
+        let cases: &[(&RetryPolicy, Failure, bool)] = &[
+            (&default, Failure::Connect, true),
+            (&default, Failure::Status(503), false),
+            (&default, Failure::Reset, false),
+            (&default, Failure::PerTryTimeout, false),
+            (&custom, Failure::Status(502), true),
+            (&custom, Failure::Status(500), false),
+            (&custom, Failure::Status(429), true),
+            (&custom, Failure::PerTryTimeout, true),
+            (&five, Failure::Status(500), true),
+            (&five, Failure::Status(404), false),
+            (&five, Failure::Reset, true),
+        ];
+        for (policy, failure, want) in cases {
+            assert_eq!(
+                retries_on(policy, *failure),
+                *want,
+                "{:?} on {failure:?}",
+                policy.retry_on
+            );
+        }
+    }
+
+    #[test]
+    fn host_of_strips_port_and_case() {
+        for (a, want) in [
+            ("API.example.com:8080", "api.example.com"),
+            ("a.com.", "a.com"),
+            ("a.com", "a.com"),
+        ] {
+            assert_eq!(host_of(a), want, "{a}");
+        }
+    }
+}
