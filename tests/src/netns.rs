@@ -62,6 +62,7 @@ pub fn available(test: &str) -> bool {
         "redis-cli",
         "dnsmasq",
         "socat",
+        "python3",
     ];
     let missing: Vec<&str> = tools
         .into_iter()

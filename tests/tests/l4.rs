@@ -248,34 +248,44 @@ fn http_port_local_replies() {
             String::from_utf8_lossy(&rest).into_owned(),
         )
     };
-    // The upstream answers at once and keeps the connection: read just its response.
+    // The upstream answers at once and keeps the connection: read just its response, which
+    // the router relays with the header saying it went through the proxy (Decisions 4).
     let mut s = connect(&format!("127.0.0.1:{port}"));
     s.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
         .unwrap();
-    let want = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let want = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-envoy-upstream-service-time: ";
     assert_eq!(read_exact(&mut s, want.len()), want);
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\nok") {
+        rest.extend(read_exact(&mut s, 1));
+    }
     drop(s); // closing lets the proxy finish the connection and log it
-    let (status, rest) = request("GET / HTTP/1.1\r\nHost: down.example.com:8080\r\n\r\n");
+    // Local replies keep a keep-alive connection open: these requests ask for a close.
+    let (status, rest) =
+        request("GET / HTTP/1.1\r\nHost: down.example.com:8080\r\nConnection: close\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 503", "upstream refused: {rest}");
     assert!(rest.contains("server: dataplane"), "{rest}");
-    let (status, _) = request("GET / HTTP/1.1\r\nHost: nobody.example.org\r\n\r\n");
+    let (status, _) =
+        request("GET / HTTP/1.1\r\nHost: nobody.example.org\r\nConnection: close\r\n\r\n");
     assert_eq!(
         status, "HTTP/1.1 502",
         "unregistered Host under REGISTRY_ONLY"
     );
     let (status, _) = request("GET / HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 400", "no Host");
-    let log = proxy.wait_access_log(5);
+    let log = proxy.wait_access_log(4);
     let down = log
         .iter()
         .find(|l| l["host"] == "down.example.com:8080")
         .expect("logged");
     assert_eq!(down["outcome"], "local_reply");
+    assert_eq!(down["response_code"], 503);
+    assert_eq!(down["response_flags"], "UF");
     assert!(
         down["reason"]
             .as_str()
             .unwrap()
-            .starts_with("503: connect_failed"),
+            .starts_with("connect_failed"),
         "{down}"
     );
 }

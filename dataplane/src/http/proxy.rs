@@ -696,9 +696,23 @@ async fn handshake(
     let connector = monoio_rustls::TlsConnector::from(config.clone());
     match monoio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
         Err(_) => Err("TLS handshake timeout".into()),
-        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+        Ok(Err(e)) => Err(format!("TLS handshake: {}", error_chain(&e))),
         Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream), fd)),
     }
+}
+
+/// An error with its sources (monoio-rustls wraps the rustls error that says why).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 enum ReadFailure {
