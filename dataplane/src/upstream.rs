@@ -1,13 +1,17 @@
 //! Choosing an upstream address for a decision and connecting to it: marked sockets (so capture
-//! rules can exempt the proxy's own traffic), a connect timeout, and per-worker least-request
-//! balancing (power of two choices, weighted).
+//! rules can exempt the proxy's own traffic), a connect timeout, per-worker balancing of static
+//! endpoints as the DestinationRule's `loadBalancer.simple` says (least request by power of two
+//! weighted choices, Istio's default; round robin; random; passthrough), and per-worker outlier
+//! detection (spec §10.4: consecutive 5xx or gateway errors eject an endpoint for the base
+//! ejection time times its ejection count, within the maximum ejection percent).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use dataplane_config::spec::{LoadBalancer, OutlierDetection};
 use dataplane_config::table::{
     Cluster, EndpointSocket, RouteTable, Target, Upstream, WeightedCluster,
 };
@@ -101,12 +105,35 @@ pub fn cluster_for<'t>(
         .ok_or(UpstreamError::NoCluster)
 }
 
-/// Per-worker balancer state: active connections per endpoint.
+/// Per-worker balancer state: active connections per endpoint, rotations, endpoint health.
 #[derive(Debug, Default)]
 pub struct Balancer {
     active: RefCell<HashMap<SocketAddr, u32>>,
     /// Rotation of resolved addresses.
     next: std::cell::Cell<usize>,
+    /// Round-robin position per cluster.
+    round_robin: RefCell<HashMap<String, usize>>,
+    /// Outlier-detection state per endpoint.
+    health: RefCell<HashMap<SocketAddr, Health>>,
+}
+
+/// One endpoint's outlier-detection state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    ejections: u32,
+    ejected_until: Option<Instant>,
+}
+
+/// What an exchange with an endpoint ended with, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response with this status.
+    Status(u16),
+    /// No response: connect failure, reset, timeout (counted as a 503, as Envoy does when
+    /// local-origin errors are not split out).
+    Failed,
 }
 
 /// A weighted random pick among `(item, weight)`; weights of zero count as one.
@@ -156,25 +183,57 @@ impl Balancer {
             Upstream::OriginalDestination { port } => {
                 Ok(vec![SocketAddr::new(dst.ip(), port.unwrap_or(dst.port()))])
             }
+            _ if cluster.policy.load_balancer == Some(LoadBalancer::Passthrough) => Ok(vec![dst]),
             Upstream::Static(endpoints) => {
-                let inet: Vec<(SocketAddr, u32)> = endpoints
+                let all: Vec<(SocketAddr, u32)> = endpoints
                     .iter()
                     .filter_map(|e| match e.address {
                         EndpointSocket::Inet(a) => Some((a, e.weight)),
                         EndpointSocket::Unix(_) => None,
                     })
                     .collect();
-                if inet.is_empty() {
+                if all.is_empty() {
                     return Err(if endpoints.is_empty() {
                         UpstreamError::NoEndpoints
                     } else {
                         UpstreamError::Unsupported("unix endpoints")
                     });
                 }
-                let (a, b) = (weighted_pick(&inet, rng), weighted_pick(&inet, rng));
-                let active = self.active.borrow();
-                let load = |x: &SocketAddr| active.get(x).copied().unwrap_or(0);
-                Ok(vec![if load(&b) < load(&a) { b } else { a }])
+                // Ejected endpoints are skipped while any other remains (Envoy's panic mode
+                // uses them all when none is healthy).
+                let now = Instant::now();
+                let healthy: Vec<(SocketAddr, u32)> = {
+                    let health = self.health.borrow();
+                    all.iter()
+                        .copied()
+                        .filter(|(a, _)| {
+                            health
+                                .get(a)
+                                .and_then(|h| h.ejected_until)
+                                .is_none_or(|t| t <= now)
+                        })
+                        .collect()
+                };
+                let inet = if healthy.is_empty() { &all } else { &healthy };
+                let chosen = match cluster.policy.load_balancer {
+                    Some(LoadBalancer::RoundRobin) => {
+                        let mut rr = self.round_robin.borrow_mut();
+                        let at = rr.entry(cluster.name.clone()).or_default();
+                        *at = at.wrapping_add(1);
+                        inet[*at % inet.len()].0
+                    }
+                    Some(LoadBalancer::Random) => weighted_pick(inet, rng),
+                    _ => {
+                        let (a, b) = (weighted_pick(inet, rng), weighted_pick(inet, rng));
+                        let active = self.active.borrow();
+                        let load = |x: &SocketAddr| active.get(x).copied().unwrap_or(0);
+                        if load(&b) < load(&a) { b } else { a }
+                    }
+                };
+                // The others follow, for failover on connect errors.
+                let mut order = vec![chosen];
+                order.extend(inet.iter().map(|(a, _)| *a).filter(|a| *a != chosen));
+                Ok(order)
             }
             Upstream::Dns {
                 targets,
@@ -227,6 +286,50 @@ impl Balancer {
             .collect())
     }
 
+    /// Record how an exchange with `addr` of `cluster` ended (outlier detection, spec §10.4).
+    pub fn report(&self, cluster: &Cluster, addr: SocketAddr, outcome: Outcome) {
+        let Some(od) = &cluster.policy.outlier_detection else {
+            return;
+        };
+        let status = match outcome {
+            Outcome::Status(s) => s,
+            Outcome::Failed => 503,
+        };
+        let mut health = self.health.borrow_mut();
+        let h = health.entry(addr).or_default();
+        if status >= 500 {
+            h.consecutive_5xx += 1;
+        } else {
+            h.consecutive_5xx = 0;
+        }
+        if matches!(status, 502..=504) {
+            h.consecutive_gateway += 1;
+        } else {
+            h.consecutive_gateway = 0;
+        }
+        let tripped = (od.consecutive_5xx_errors > 0
+            && h.consecutive_5xx >= od.consecutive_5xx_errors)
+            || (od.consecutive_gateway_errors > 0
+                && h.consecutive_gateway >= od.consecutive_gateway_errors);
+        if !tripped || h.ejected_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        h.consecutive_5xx = 0;
+        h.consecutive_gateway = 0;
+        if !may_eject(od, cluster, &health) {
+            return;
+        }
+        let h = health.entry(addr).or_default();
+        h.ejections += 1;
+        h.ejected_until = Some(Instant::now() + od.base_ejection_time * h.ejections);
+        tracing::info!(
+            cluster = %cluster.name,
+            endpoint = %addr,
+            ejections = h.ejections,
+            "outlier detection ejected an endpoint"
+        );
+    }
+
     /// Count a connection against `addr` until the lease is dropped.
     pub fn lease(&self, addr: SocketAddr) -> Lease<'_> {
         *self.active.borrow_mut().entry(addr).or_default() += 1;
@@ -235,6 +338,31 @@ impl Balancer {
             addr,
         }
     }
+}
+
+/// Whether one more endpoint of `cluster` may be ejected: the share already ejected is below
+/// `maxEjectionPercent` (Envoy ejects at least one host when the percent allows any).
+fn may_eject(
+    od: &OutlierDetection,
+    cluster: &Cluster,
+    health: &HashMap<SocketAddr, Health>,
+) -> bool {
+    let Upstream::Static(endpoints) = &cluster.upstream else {
+        return od.max_ejection_percent > 0;
+    };
+    let now = Instant::now();
+    let total = endpoints.len().max(1) as u64;
+    let ejected = endpoints
+        .iter()
+        .filter(|e| match e.address {
+            EndpointSocket::Inet(a) => health
+                .get(&a)
+                .and_then(|h| h.ejected_until)
+                .is_some_and(|t| t > now),
+            EndpointSocket::Unix(_) => false,
+        })
+        .count() as u64;
+    ejected * 100 < u64::from(od.max_ejection_percent) * total
 }
 
 /// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout`.

@@ -79,6 +79,7 @@ impl Lab {
     location = /big {{ alias {p}/big.bin; }}
   }}
   server {{ listen 192.0.2.21:80; location / {{ return 200 \"origin-b host=$http_host\\n\"; }} }}
+  server {{ listen 192.0.2.20:8503; location / {{ return 503; }} }}
   server {{ listen 192.0.2.22:80; location / {{ return 200 \"origin-c\\n\"; }} }}
   server {{ listen 192.0.2.10:443 ssl; ssl_certificate {p}/secure.example.com.pem; ssl_certificate_key {p}/secure.example.com.key;
     location / {{ return 200 \"secure scheme=$scheme sni=$ssl_server_name\\n\"; }} }}
@@ -476,6 +477,47 @@ fn virtual_service_split_faults_timeouts_and_retries() {
         .sum::<usize>();
     assert_eq!(a + b, 1000, "{counts:?}");
     assert!((750..=850).contains(&a), "80/20 split gave {a}/{b}");
+    // The request metrics agree (published every 250 ms), and promtool accepts the text.
+    std::thread::sleep(Duration::from_millis(600));
+    let scrape = lab.topo.exec(
+        &lab.topo.proxy,
+        &["curl", "-sS", "http://127.0.0.1:15000/stats/prometheus"],
+    );
+    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let sum = |metric: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{metric}{{"))
+                    && l.contains("response_code=\"200\"")
+                    && (l.contains("destination_service=\"a.example.com\"")
+                        || l.contains("destination_service=\"b.example.com\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("istio_requests_total"), 1000, "{text}");
+    assert_eq!(sum("istio_request_duration_milliseconds_count"), 1000);
+    assert_eq!(sum("istio_response_bytes_count"), 1000);
+    let check = lab.topo.exec(
+        &lab.topo.proxy,
+        &[
+            "bash",
+            "-c",
+            "curl -sS http://127.0.0.1:15000/stats/prometheus | promtool check metrics",
+        ],
+    );
+    // promtool's linter (exit 3) objects to the unit in Istio's own histogram name, which
+    // dashboards depend on; anything else, or a parse error (exit 1), fails.
+    let report = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    let only_istio_unit = report.lines().all(|l| {
+        l.trim().is_empty()
+            || l == "istio_request_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\""
+    });
+    assert!(
+        check.status.success() || (check.status.code() == Some(3) && only_istio_unit),
+        "promtool: {report}"
+    );
     // Abort 503 at 50% over 1,000 requests.
     let out = lab.curl(&[
         "--resolve",
@@ -794,4 +836,135 @@ fn hostile_requests_get_a_clear_answer() {
     // The proxy still serves.
     let (code, _) = lab.get("a.example.com", "192.0.2.99", "/after");
     assert_eq!(code, "200");
+}
+
+#[test]
+fn destination_rule_pool_balancing_and_outlier_detection() {
+    if !available("destination_rule_pool_balancing_and_outlier_detection") {
+        return;
+    }
+    let two = |name: &str, first: &str| {
+        se(
+            name,
+            &format!(
+                "  hosts: [{name}.example.com]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{first}, {{address: 192.0.2.21}}]\n"
+            ),
+        )
+    };
+    let dr = |name: &str, policy: &str| {
+        doc(
+            "DestinationRule",
+            name,
+            &format!("  host: {name}.example.com\n  trafficPolicy:\n{policy}"),
+        )
+    };
+    let rr = "    loadBalancer: {simple: ROUND_ROBIN}\n";
+    let config = two("rr", "{address: 192.0.2.20}")
+        + &dr("rr", rr)
+        + &two("nood", "{address: 192.0.2.20, ports: {http: 8503}}")
+        + &dr("nood", rr)
+        + &two("od", "{address: 192.0.2.20, ports: {http: 8503}}")
+        + &dr(
+            "od",
+            &format!(
+                "{rr}    outlierDetection: {{consecutive5xxErrors: 1, baseEjectionTime: 60s, maxEjectionPercent: 50}}\n"
+            ),
+        )
+        + &http_se("once", "once.example.com", "192.0.2.20")
+        + &dr(
+            "once",
+            "    connectionPool: {http: {maxRequestsPerConnection: 1}}\n",
+        )
+        + &http_se("limited", "limited.example.com", "192.0.2.23")
+        + &dr(
+            "limited",
+            "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
+        )
+        + &doc(
+            "VirtualService",
+            "limited",
+            "  hosts: [limited.example.com]\n  http:\n  - timeout: 2s\n    route: [{destination: {host: limited.example.com}}]\n",
+        );
+    let lab = Lab::new(REGISTRY_ONLY, &["--workers", "1"], |_| {
+        vec![("dr.yaml".to_owned(), config)]
+    });
+    let bodies = |host: &str, n: usize| {
+        let out = lab.curl(&[
+            "--resolve",
+            &format!("{host}:80:192.0.2.99"),
+            &format!("http://{host}/[1-{n}]"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let codes = |host: &str, n: usize| {
+        let out = lab.curl(&[
+            "--resolve",
+            &format!("{host}:80:192.0.2.99"),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            &format!("http://{host}/[1-{n}]"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // ROUND_ROBIN alternates the two endpoints.
+    let text = bodies("rr.example.com", 10);
+    let order: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| if l.starts_with("origin-a") { "a" } else { "b" })
+        .collect();
+    assert_eq!(order.len(), 10, "{text}");
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "round robin alternates: {order:?}"
+    );
+    // One endpoint answers 503: without outlier detection half the requests fail; with
+    // consecutive5xxErrors: 1 it is ejected after its first 503.
+    let failed = |text: &str| text.lines().filter(|l| *l == "503").count();
+    let text = codes("nood.example.com", 20);
+    assert_eq!(failed(&text), 10, "{text}");
+    let text = codes("od.example.com", 20);
+    assert_eq!(failed(&text), 1, "{text}");
+    // maxRequestsPerConnection: 1: every request on a new origin connection.
+    let text = bodies("once.example.com", 3);
+    let conns: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(conns.len(), 3, "{text}");
+    // maxConnections: 1 with one pending request allowed: of three concurrent requests to an
+    // origin that never answers, one overflows at once (503), two time out in turn (504).
+    let out = lab.curl(&[
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "3",
+        "--resolve",
+        "limited.example.com:80:192.0.2.99",
+        "-w",
+        "%{http_code}\n",
+        "-o",
+        "/dev/null",
+        "http://limited.example.com/1",
+        "-o",
+        "/dev/null",
+        "http://limited.example.com/2",
+        "-o",
+        "/dev/null",
+        "http://limited.example.com/3",
+    ]);
+    let mut codes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["503", "504", "504"], "{}", lab.proxy_log());
+    let log = lab.access_log();
+    assert!(
+        log.iter()
+            .any(|l| l["host"] == "limited.example.com" && l["response_flags"] == "UO"),
+        "overflow flagged"
+    );
 }

@@ -1,7 +1,8 @@
 //! Per-worker pools of idle upstream HTTP/1.1 connections, keyed by endpoint and TLS identity
 //! (the client configuration and SNI), with DestinationRule `connectionPool` limits:
-//! `idleTimeout` (default 1 h), `maxRequestsPerConnection`, and `maxConnections` counted per
-//! cluster on this worker.
+//! `idleTimeout` (default 1 h), `maxRequestsPerConnection`, and `maxConnections` with
+//! `http1MaxPendingRequests` counted per cluster on this worker (Envoy counts them per proxy;
+//! with N workers a cluster may hold up to N times the limit).
 //!
 //! A connection is checked out for one exchange and put back only when the exchange left it
 //! clean (response complete, no `Connection: close`). An idle connection is checked with a
@@ -46,6 +47,9 @@ pub struct Pooled {
     _open: OpenGuard,
 }
 
+/// A connection counted against its cluster's `maxConnections` before it exists.
+pub struct Slot(OpenGuard);
+
 /// Counts an open connection against its cluster until dropped.
 struct OpenGuard(Rc<Cell<u32>>);
 
@@ -66,6 +70,16 @@ pub struct Pool {
     idle: RefCell<HashMap<Key, Vec<Idle>>>,
     idle_count: Cell<usize>,
     open: RefCell<HashMap<String, Rc<Cell<u32>>>>,
+    pending: RefCell<HashMap<String, Rc<Cell<u32>>>>,
+}
+
+/// A request waiting for a connection of a full pool, counted until dropped.
+pub struct Pending(Rc<Cell<u32>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl Pool {
@@ -89,8 +103,24 @@ impl Pool {
         self.open.borrow().get(cluster).map_or(0, |c| c.get())
     }
 
-    /// Wrap a new connection, counting it against `cluster`.
-    pub fn adopt(&self, cluster: &str, addr: SocketAddr, io: UpstreamIo) -> Pooled {
+    /// Count a request as pending on `cluster`'s full pool, unless `max` already wait.
+    pub fn pend(&self, cluster: &str, max: u32) -> Option<Pending> {
+        let counter = self
+            .pending
+            .borrow_mut()
+            .entry(cluster.to_owned())
+            .or_default()
+            .clone();
+        if counter.get() >= max {
+            return None;
+        }
+        counter.set(counter.get() + 1);
+        Some(Pending(counter))
+    }
+
+    /// Count a connection about to be opened against `cluster` (before connecting, so
+    /// concurrent requests see it); dropping the slot uncounts it.
+    pub fn reserve(&self, cluster: &str) -> Slot {
         let counter = self
             .open
             .borrow_mut()
@@ -98,12 +128,17 @@ impl Pool {
             .or_default()
             .clone();
         counter.set(counter.get() + 1);
+        Slot(OpenGuard(counter))
+    }
+
+    /// A new connection, counted by its slot.
+    pub fn adopt(&self, slot: Slot, addr: SocketAddr, io: UpstreamIo) -> Pooled {
         Pooled {
             conn: Buffered::new(io, Vec::new()),
             addr,
             requests: 0,
             reused: false,
-            _open: OpenGuard(counter),
+            _open: slot.0,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::conn::Worker;
 use crate::origination::{Origination, Sni};
 use crate::runtime::Capture;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, UpstreamError};
+use crate::upstream::{self, Outcome, UpstreamError};
 
 /// How long a keep-alive client connection may sit between requests (Envoy's HTTP connection
 /// manager default idle timeout).
@@ -35,6 +35,8 @@ const CLIENT_IDLE: Duration = Duration::from_secs(3600);
 const REPLAY_LIMIT: usize = 64 * 1024;
 /// Retry back-off is capped at this many times the base interval (Envoy: 10x).
 const BACKOFF_CAP: u32 = 10;
+/// How often a request pending on a full connection pool looks for a free connection.
+const PENDING_POLL: Duration = Duration::from_millis(2);
 
 /// One client connection on an HTTP route table.
 pub struct Conn<'a> {
@@ -390,6 +392,11 @@ async fn forward(
                 log.reason = Some("connection pool overflow".into());
                 return reply_or_close(client, head, log, reply, body_sent).await;
             }
+            Err(Acquire::Timeout) => {
+                log.reason = Some("upstream request timeout".into());
+                let reply = LocalReply::new(504, "upstream request timeout", "UT", "");
+                return reply_or_close(client, head, log, reply, body_sent).await;
+            }
             Err(Acquire::Failed(e)) => {
                 log.reason = Some(e.reason());
                 if can_retry(Failure::Connect, &replay, attempt, body_sent) {
@@ -491,7 +498,15 @@ async fn forward(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let failure = match read_response(&mut up.conn, &head.method, wait).await {
+        let response = read_response(&mut up.conn, &head.method, wait).await;
+        if let Dest::Cluster(_, cluster) = dest {
+            let outcome = match &response {
+                Ok(r) => Outcome::Status(r.status),
+                Err(_) => Outcome::Failed,
+            };
+            cx.worker.balancer.report(cluster, up.addr, outcome);
+        }
+        let failure = match response {
             Ok(resp) => {
                 let failure = Failure::Status(resp.status);
                 if can_retry(failure, &replay, attempt, body_sent) {
@@ -585,6 +600,8 @@ async fn backoff(
 
 enum Acquire {
     Overflow,
+    /// The route timeout expired while waiting for a connection.
+    Timeout,
     Failed(UpstreamError),
 }
 
@@ -638,28 +655,64 @@ async fn acquire(
         }
         _ => None,
     };
-    for &addr in &addrs {
-        let key = Key {
+    let keys: Vec<Key> = addrs
+        .iter()
+        .map(|&addr| Key {
             addr,
             tls: tls
                 .as_ref()
                 .map(|(c, n)| (Arc::as_ptr(c) as usize, n.clone())),
-        };
-        if let Some(p) = worker.pool.checkout(&key, idle) {
-            return Ok(p);
-        }
+        })
+        .collect();
+    // Only the balancer's choice is reused from the pool (the rest are failover for connects):
+    // reusing whichever endpoint has an idle connection would defeat the load balancer.
+    let checkout = || keys.first().and_then(|k| worker.pool.checkout(k, idle));
+    if let Some(p) = checkout() {
+        return Ok(p);
     }
+    let timeout = left.map_or(connect_timeout, |l| l.min(connect_timeout));
     if let Some(max) = pool_settings.and_then(|p| p.max_connections)
         && worker.pool.open_count(cluster_name) >= max
     {
-        return Err(Acquire::Overflow);
+        // At the limit: wait as one of at most `http1MaxPendingRequests` pending requests for
+        // a connection to come back or close, within the connect timeout; else overflow.
+        let pending_max = pool_settings
+            .and_then(|p| p.http1_max_pending_requests)
+            .unwrap_or(u32::MAX);
+        let Some(_pending) = worker.pool.pend(cluster_name, pending_max) else {
+            return Err(Acquire::Overflow);
+        };
+        let until = Instant::now() + timeout;
+        loop {
+            monoio::time::sleep(PENDING_POLL).await;
+            if let Some(p) = checkout() {
+                return Ok(p);
+            }
+            if worker.pool.open_count(cluster_name) < max {
+                break;
+            }
+            if Instant::now() >= until {
+                // The route's deadline came first: a timeout (504), as in Envoy.
+                return Err(if left.is_some_and(|l| l <= connect_timeout) {
+                    Acquire::Timeout
+                } else {
+                    Acquire::Overflow
+                });
+            }
+        }
     }
-    let timeout = left.map_or(connect_timeout, |l| l.min(connect_timeout));
+    let slot = worker.pool.reserve(cluster_name);
     let mut last = UpstreamError::NoEndpoints;
+    let failed = |addr: SocketAddr| {
+        if let Dest::Cluster(_, cluster) = dest {
+            worker.balancer.report(cluster, addr, Outcome::Failed);
+        }
+    };
     for &addr in &addrs {
         let tcp = match upstream::connect(addr, worker.settings.mark, timeout).await {
             Ok(s) => s,
             Err(e) => {
+                failed(addr);
                 last = e;
                 continue;
             }
@@ -669,12 +722,13 @@ async fn acquire(
             Some((config, name)) => match handshake(config, name, addr, tcp, timeout).await {
                 Ok(io) => io,
                 Err(why) => {
+                    failed(addr);
                     last = UpstreamError::Tls(why);
                     continue;
                 }
             },
         };
-        return Ok(worker.pool.adopt(cluster_name, addr, io));
+        return Ok(worker.pool.adopt(slot, addr, io));
     }
     Err(Acquire::Failed(last))
 }
