@@ -1,49 +1,111 @@
-//! One JSON line per connection on stdout: who, where, what was detected and matched, bytes,
-//! duration, and the outcome or refusal reason.
+//! One JSON line per connection (per request on HTTP connections) on stdout: who, where, what
+//! was detected and matched, bytes, duration, and the outcome or refusal reason.
 //!
-//! Workers never write to stdout themselves (a slow reader would stall them): they hand each
-//! line to a bounded channel drained by one writer thread. When the channel is full, lines are
-//! dropped and counted, never waited for.
+//! Workers never write to stdout themselves (a slow reader would stall them): each worker
+//! serializes its lines into its own buffer (a mutex only the writer thread ever contends, every
+//! 50 ms), and one writer thread swaps the buffers out and writes them. A buffer that reaches
+//! [`MAX_BUFFERED`] drops further lines and counts them, never waits. Other threads hand lines
+//! to a bounded channel. [`flush_all`] writes whatever is left when the process exits.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-/// Lines buffered between the workers and the writer thread.
+/// Lines queued from non-worker threads.
 const QUEUE: usize = 65_536;
+/// Bytes a worker buffers between two writes at most.
+pub const MAX_BUFFERED: usize = 8 << 20;
+/// How often the writer thread collects the workers' buffers.
+const COLLECT: Duration = Duration::from_millis(50);
 
-static SINK: OnceLock<crossbeam_channel::Sender<Vec<u8>>> = OnceLock::new();
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+struct Sink {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    buffers: Mutex<Vec<Buffer>>,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+thread_local! {
+    static MINE: RefCell<Option<Buffer>> = const { RefCell::new(None) };
+}
 
 /// Access-log lines dropped because the writer could not keep up.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Start the writer thread (once); lines emitted before are written directly.
 pub fn start_writer() {
+    let mut started = false;
     SINK.get_or_init(|| {
+        started = true;
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || {
-                let stdout = std::io::stdout();
-                for line in &rx {
-                    let mut out = stdout.lock();
-                    let _ = out.write_all(&line);
-                    // Drain what else is queued before flushing: one syscall for a burst.
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(&more);
-                    }
-                    let _ = out.flush();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("no access-log thread ({e}): lines are written by the workers");
+        Sink {
+            tx,
+            rx,
+            buffers: Mutex::new(Vec::new()),
         }
-        tx
     });
+    if !started {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(|| {
+            let Some(sink) = SINK.get() else { return };
+            let mut spare = Vec::new();
+            loop {
+                let first = sink.rx.recv_timeout(COLLECT).ok();
+                write_out(sink, first, &mut spare);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no access-log thread ({e}): lines are written at exit");
+    }
+}
+
+/// Write queued lines and every worker buffer to stdout.
+fn write_out(sink: &Sink, first: Option<Vec<u8>>, spare: &mut Vec<u8>) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Some(line) = first {
+        let _ = out.write_all(&line);
+    }
+    while let Ok(more) = sink.rx.try_recv() {
+        let _ = out.write_all(&more);
+    }
+    let buffers: Vec<Buffer> = sink.buffers.lock().map(|b| b.clone()).unwrap_or_default();
+    for buffer in buffers {
+        if let Ok(mut b) = buffer.lock() {
+            std::mem::swap(&mut *b, spare);
+        }
+        let _ = out.write_all(spare);
+        spare.clear();
+    }
+    let _ = out.flush();
+}
+
+/// Give the calling thread (a worker) its own buffer.
+pub fn register_worker() {
+    let Some(sink) = SINK.get() else { return };
+    let buffer: Buffer = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+    if let Ok(mut all) = sink.buffers.lock() {
+        all.push(buffer.clone());
+    }
+    MINE.with(|m| *m.borrow_mut() = Some(buffer));
+}
+
+/// Write everything still buffered (at exit).
+pub fn flush_all() {
+    if let Some(sink) = SINK.get() {
+        write_out(sink, None, &mut Vec::new());
+    }
 }
 
 /// The access-log record of one connection.
@@ -117,17 +179,35 @@ impl Entry {
             return;
         }
         self.duration_ms = elapsed.as_millis();
+        let written = MINE.with(|m| {
+            let mine = m.borrow();
+            let buffer = mine.as_ref()?;
+            let Ok(mut b) = buffer.lock() else {
+                return Some(());
+            };
+            let before = b.len();
+            if before >= MAX_BUFFERED || serde_json::to_writer(&mut *b, &self).is_err() {
+                b.truncate(before);
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            } else {
+                b.push(b'\n');
+            }
+            Some(())
+        });
+        if written.is_some() {
+            return;
+        }
         let Ok(mut line) = serde_json::to_vec(&self) else {
             return;
         };
         line.push(b'\n');
         match SINK.get() {
-            Some(tx) => {
-                if tx.try_send(line).is_err() {
+            Some(sink) => {
+                if sink.tx.try_send(line).is_err() {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // No writer thread (tests of the library): one write of one line.
+            // No writer (tests of the library): one write of one line.
             None => {
                 let _ = std::io::stdout().lock().write_all(&line);
             }

@@ -208,5 +208,6 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
         Outcome::Forced(open) => tracing::warn!(open, "second signal: exiting at once"),
     }
+    crate::access_log::flush_all();
     ExitCode::SUCCESS
 }

@@ -154,6 +154,7 @@ pub fn start(
                     }
                 };
                 let ready_on_error = ready.clone();
+                crate::access_log::register_worker();
                 let serve = async move {
                     let local = Rc::new(Local::new(published));
                     let drain = drain.worker(id);

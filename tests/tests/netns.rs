@@ -465,3 +465,42 @@ fn redis_services_share_a_port_by_vip_and_failures_are_clean() {
     let tables = lab.topo.exec(&proxy, &["nft", "list", "tables"]);
     assert!(!stdout(&tables).contains("dataplane"));
 }
+
+#[test]
+fn virtual_service_tls_route_splits_by_sni() {
+    if !available("virtual_service_tls_route_splits_by_sni") {
+        return;
+    }
+    let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: split}\nspec:\n  hosts: [c.example.com]\n  tls:\n  - match: [{sniHosts: [c.example.com]}]\n    route:\n    - {destination: {host: a.example.com}, weight: 50}\n    - {destination: {host: b.example.com}, weight: 50}\n";
+    let c = se(
+        "c",
+        "  hosts: [c.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.13}]\n",
+    );
+    let lab = Lab::new(
+        &(https_config() + &c + vs),
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        &[],
+    );
+    // The VirtualService's tls rule sends c.example.com's connections to a and b, half each
+    // (the certificates are a's and b's, hence -k).
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let out = lab.topo.exec(
+            &lab.topo.client,
+            &[
+                "curl",
+                "-sSk",
+                "--max-time",
+                "10",
+                "--resolve",
+                "c.example.com:443:203.0.113.60",
+                "https://c.example.com/",
+            ],
+        );
+        *counts.entry(stdout(&out)).or_default() += 1;
+    }
+    let a = counts.get("origin-a\n").copied().unwrap_or(0);
+    let b = counts.get("origin-b\n").copied().unwrap_or(0);
+    assert_eq!(a + b, 100, "{counts:?}");
+    assert!((30..=70).contains(&a), "50/50 gave {a}/{b}");
+}
