@@ -341,6 +341,16 @@ fn host_routing_keep_alive_and_registry_only() {
         out.contains("origin-a ") && out.ends_with("CLOSED\n"),
         "{out}"
     );
+    // Pipelined requests, one to each origin and one refused, are answered in order.
+    let out = lab.raw(
+        "192.0.2.99",
+        "GET /p1 HTTP/1.1\\r\\nHost: b.example.com\\r\\n\\r\\nGET /p2 HTTP/1.1\\r\\nHost: nowhere.example.com\\r\\n\\r\\nGET /p3 HTTP/1.1\\r\\nHost: a.example.com\\r\\nConnection: close\\r\\n\\r\\n",
+        None,
+    );
+    let b = out.find("origin-b").expect("first answered");
+    let blocked = out.find("502 Bad Gateway").expect("second answered");
+    let a = out.find("origin-a").expect("third answered");
+    assert!(b < blocked && blocked < a, "in order: {out}");
     // REGISTRY_ONLY: an unregistered Host gets a local 502, and no upstream connection.
     let (code, _) = lab.get("c.example.com", "192.0.2.22", "/");
     assert_eq!(code, "502");

@@ -300,3 +300,80 @@ impl AsyncWriteRent for UpstreamIo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// Relay `input` framed as `body` through a real socket pair; returns what the writer side
+    /// received, what stayed buffered for the next message, and the result.
+    fn relay(input: &[u8], body: Body, keep: usize) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>, bool) {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let input = input.to_vec();
+        rt.block_on(async move {
+            let src_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let dst_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (src_addr, dst_addr) = (src_l.local_addr().unwrap(), dst_l.local_addr().unwrap());
+            let feeder = std::thread::spawn(move || {
+                let (mut s, _) = src_l.accept().unwrap();
+                s.write_all(&input).unwrap();
+                // Keep the connection open: framing, not EOF, must end the body.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            });
+            let sink = std::thread::spawn(move || {
+                let (mut s, _) = dst_l.accept().unwrap();
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                got
+            });
+            let src = TcpStream::connect(src_addr).await.unwrap();
+            let mut dst = TcpStream::connect(dst_addr).await.unwrap();
+            let mut src = Buffered::new(src, Vec::new());
+            // Wait until every input byte is buffered, as a pipelined client would send them.
+            monoio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut replay = Replay::new(keep);
+            let ok = relay_body(b"HEAD\r\n".to_vec(), &mut src, &mut dst, body, &mut replay)
+                .await
+                .is_ok();
+            drop(dst);
+            let rest = src.data().to_vec();
+            feeder.join().unwrap();
+            (sink.join().unwrap(), rest, replay.bytes, ok)
+        })
+    }
+
+    #[test]
+    fn chunked_body_with_trailers_ends_at_its_framing() {
+        let body = b"5\r\nhello\r\n0\r\nX-Checksum: 42\r\n\r\n";
+        let next = b"GET /next HTTP/1.1\r\n\r\n";
+        let input = [&body[..], &next[..]].concat();
+        let (out, rest, kept, ok) = relay(&input, Body::Chunked, 1024);
+        assert!(ok);
+        assert_eq!(out, [&b"HEAD\r\n"[..], &body[..]].concat(), "trailers kept");
+        assert_eq!(
+            rest, next,
+            "the pipelined request stays for the next exchange"
+        );
+        assert_eq!(kept.as_deref(), Some(&body[..]));
+    }
+
+    #[test]
+    fn length_body_and_replay_limit() {
+        let (out, rest, kept, ok) = relay(b"abcdefXYZ", Body::Length(6), 4);
+        assert!(ok);
+        assert_eq!(out, b"HEAD\r\nabcdef");
+        assert_eq!(rest, b"XYZ");
+        assert_eq!(kept, None, "a body over the replay limit is not kept");
+    }
+
+    #[test]
+    fn malformed_chunk_size_is_an_error() {
+        let (_, _, _, ok) = relay(b"zz\r\nabc\r\n0\r\n\r\n", Body::Chunked, 0);
+        assert!(!ok);
+    }
+}
