@@ -651,6 +651,8 @@ fn tls_origination_simple_mutual_and_clean_failures() {
                             "{{mode: SIMPLE, caCertificates: {p}/ca.pem, subjectAltNames: [wrong.example.com]}}"
                         ),
                     )
+                    + &tls_se("skip", "192.0.2.10")
+                    + &dr("skip", "{mode: SIMPLE, insecureSkipVerify: true}")
                     + &tls_se("nofile", "192.0.2.10")
                     + &dr(
                         "nofile",
@@ -678,6 +680,12 @@ fn tls_origination_simple_mutual_and_clean_failures() {
     assert_eq!(
         (code.as_str(), body.as_str()),
         ("200", "mutual verify=SUCCESS dn=CN=client")
+    );
+    // insecureSkipVerify: no CA, no name check.
+    let (code, body) = lab.get("skip.example.com", "192.0.2.99", "/");
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", "secure scheme=https sni=skip.example.com")
     );
     // Without a client certificate nginx refuses (400), and the proxy relays it.
     let (code, _) = lab.get("nocert.example.com", "192.0.2.99", "/");
