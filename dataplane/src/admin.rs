@@ -156,7 +156,9 @@ fn serve(mut conn: TcpStream, surface: Surface, state: &AdminState) {
     match (surface, method.as_str(), path) {
         (Surface::Status, "GET", "/healthz/ready") => return ready(&mut conn, state),
         (Surface::Admin | Surface::Prometheus, "GET", "/stats/prometheus") => {
-            let body = state.metrics.encode(state.published.generation());
+            let body = state
+                .metrics
+                .encode(state.published.generation(), &state.published.current());
             return reply(&mut conn, 200, PROMETHEUS_TEXT, body.as_bytes());
         }
         (Surface::Status, _, "/healthz/ready") | (Surface::Prometheus, _, "/stats/prometheus") => {

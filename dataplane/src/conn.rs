@@ -209,6 +209,9 @@ async fn connect_and_forward(
             }
             Err(e) => {
                 log.upstream = Some(addr);
+                worker
+                    .metrics
+                    .connect_failed(log.cluster.as_deref().unwrap_or("unknown"));
                 last = Some(e);
             }
         }

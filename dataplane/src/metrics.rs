@@ -34,15 +34,16 @@ pub struct TcpLabels {
     reporter: &'static str,
     destination_service: String,
     destination_service_name: String,
-    destination_service_namespace: &'static str,
+    destination_service_namespace: String,
     request_protocol: &'static str,
     response_flags: &'static str,
 }
 
 impl TcpLabels {
     /// The labels of a cluster: it names the service (`outbound|port|subset|host`), or is
-    /// `PassthroughCluster` for ALLOW_ANY traffic. Computed per scrape, not per connection.
-    fn of(cluster: &str) -> Self {
+    /// `PassthroughCluster` for ALLOW_ANY traffic; `namespace` is its ServiceEntry's, when the
+    /// current table still has the cluster. Computed per scrape, not per connection.
+    fn of(cluster: &str, namespace: Option<&str>) -> Self {
         let service = match cluster.rsplit_once('|') {
             Some((_, host)) if cluster.starts_with("outbound|") => host,
             _ => cluster,
@@ -56,7 +57,7 @@ impl TcpLabels {
             reporter: "source",
             destination_service,
             destination_service_name,
-            destination_service_namespace: "unknown",
+            destination_service_namespace: namespace.unwrap_or("unknown").to_owned(),
             request_protocol: "tcp",
             // Only connections that reached their upstream are counted here; connect failures
             // are `dataplane_refusals_total{reason="connect_failed"}`.
@@ -71,15 +72,15 @@ pub struct HttpLabels {
     reporter: &'static str,
     destination_service: String,
     destination_service_name: String,
-    destination_service_namespace: &'static str,
+    destination_service_namespace: String,
     request_protocol: &'static str,
     response_code: u16,
     response_flags: &'static str,
 }
 
 impl HttpLabels {
-    fn of(cluster: &str, code: u16, flags: &'static str) -> Self {
-        let tcp = TcpLabels::of(cluster);
+    fn of(cluster: &str, namespace: Option<&str>, code: u16, flags: &'static str) -> Self {
+        let tcp = TcpLabels::of(cluster, namespace);
         Self {
             reporter: tcp.reporter,
             destination_service: tcp.destination_service,
@@ -214,6 +215,10 @@ pub struct Counts {
     tcp: HashMap<String, TcpCounts>,
     /// Refusals and failures by reason (`registry_only`, `loop`, ...).
     refusals: HashMap<String, u64>,
+    /// Upstream connect failures by cluster name.
+    connect_failures: HashMap<String, u64>,
+    /// DNS lookups sent to servers, by outcome (copied from the worker's resolver).
+    dns: crate::dns::resolver::DnsStats,
     /// HTTP requests by cluster name, then status and response flags.
     http: HashMap<String, HashMap<(u16, &'static str), HttpCounts>>,
     /// Detection outcomes: `tls`, `http`, `opaque`.
@@ -244,8 +249,15 @@ impl Shared {
         })
     }
 
-    /// Encode every metric (OpenMetrics text), summing the workers' slots.
-    pub fn encode(&self, generation: u64) -> String {
+    /// Encode every metric (Prometheus text), summing the workers' slots; `table` (the current
+    /// one) gives each cluster's namespace.
+    pub fn encode(&self, generation: u64, table: &dataplane_config::table::RouteTable) -> String {
+        let namespaces: HashMap<&str, &str> = table
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.service.namespace.as_str()))
+            .collect();
+        let ns = |cluster: &str| namespaces.get(cluster).copied();
         let opened = Family::<TcpLabels, Counter>::default();
         let closed = Family::<TcpLabels, Counter>::default();
         let sent = Family::<TcpLabels, Counter>::default();
@@ -254,6 +266,8 @@ impl Shared {
         let detected = Family::<ProtocolLabel, Counter>::default();
         let active = Family::<WorkerLabel, Gauge>::default();
         let requests = Family::<HttpLabels, Counter>::default();
+        let connect_failures = Family::<ClusterLabel, Counter>::default();
+        let dns = Family::<OutcomeLabel, Counter>::default();
         type Hist<const N: usize> =
             Family<HttpLabels, SummedHistogram<N>, fn() -> SummedHistogram<N>>;
         let duration: Hist<20> =
@@ -265,7 +279,7 @@ impl Shared {
         for (worker, slot) in self.slots.iter().enumerate() {
             let counts = slot.load();
             for (cluster, c) in &counts.tcp {
-                let labels = &TcpLabels::of(cluster);
+                let labels = &TcpLabels::of(cluster, ns(cluster));
                 opened.get_or_create(labels).inc_by(c.opened);
                 closed.get_or_create(labels).inc_by(c.closed);
                 sent.get_or_create(labels).inc_by(c.sent);
@@ -273,12 +287,27 @@ impl Shared {
             }
             for (cluster, by_status) in &counts.http {
                 for ((code, flags), c) in by_status {
-                    let labels = &HttpLabels::of(cluster, *code, flags);
+                    let labels = &HttpLabels::of(cluster, ns(cluster), *code, flags);
                     requests.get_or_create(labels).inc_by(c.requests);
                     duration.get_or_create(labels).add(&c.duration);
                     request_bytes.get_or_create(labels).add(&c.request_bytes);
                     response_bytes.get_or_create(labels).add(&c.response_bytes);
                 }
+            }
+            for (cluster, n) in &counts.connect_failures {
+                connect_failures
+                    .get_or_create(&ClusterLabel {
+                        cluster: cluster.clone(),
+                    })
+                    .inc_by(*n);
+            }
+            for (outcome, n) in [
+                ("answered", counts.dns.answered),
+                ("nxdomain", counts.dns.nxdomain),
+                ("nodata", counts.dns.nodata),
+                ("failed", counts.dns.failed),
+            ] {
+                dns.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
             }
             for (reason, n) in &counts.refusals {
                 let label = ReasonLabel {
@@ -362,6 +391,16 @@ impl Shared {
             refusals,
         );
         registry.register(
+            "dataplane_upstream_connect_failures",
+            "Upstream connect attempts that failed (refused, timed out, TLS), by cluster",
+            connect_failures,
+        );
+        registry.register(
+            "dataplane_dns_queries",
+            "DNS lookups sent to servers (cache misses), by outcome",
+            dns,
+        );
+        registry.register(
             "dataplane_detections",
             "Protocol detection outcomes",
             detected,
@@ -411,6 +450,16 @@ fn prometheus_text(openmetrics: &str) -> String {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -518,13 +567,31 @@ impl WorkerMetrics {
         self.dirty.set(true);
     }
 
-    /// Publish the counts every 250 ms when they changed. Runs for the worker's lifetime.
-    pub async fn publish_loop(&self) {
+    /// An upstream connect attempt for `cluster` failed.
+    pub fn connect_failed(&self, cluster: &str) {
+        bump(
+            &mut self.counts.borrow_mut().connect_failures,
+            cluster,
+            |n| {
+                *n += 1;
+            },
+        );
+        self.dirty.set(true);
+    }
+
+    /// Publish the counts every 250 ms when they changed, with the resolver's counts from
+    /// `dns`. Runs for the worker's lifetime.
+    pub async fn publish_loop(&self, dns: impl Fn() -> crate::dns::resolver::DnsStats) {
         let Some((shared, id)) = &self.shared else {
             return;
         };
         loop {
             monoio::time::sleep(PUBLISH).await;
+            let stats = dns();
+            if stats != self.counts.borrow().dns {
+                self.counts.borrow_mut().dns = stats;
+                self.dirty.set(true);
+            }
             if self.dirty.replace(false) {
                 let copy = self.counts.borrow().clone();
                 shared.slots[*id].store(Arc::new(copy));
@@ -572,7 +639,8 @@ mod tests {
         for (w, id) in [(&a, 0), (&b, 1)] {
             shared.slots[id].store(Arc::new(w.counts.borrow().clone()));
         }
-        let text = shared.encode(3);
+        let b = dataplane_config::build(&[], None, &dataplane_config::Options::default());
+        let text = shared.encode(3, &b.table.expect("empty table"));
         let series = "{reporter=\"source\",destination_service=\"api.example.com\",destination_service_name=\"api.example.com\",destination_service_namespace=\"unknown\",request_protocol=\"tcp\",response_flags=\"-\"}";
         for (name, value) in [
             ("istio_tcp_connections_opened_total", 2),
@@ -594,7 +662,7 @@ mod tests {
 
     #[test]
     fn passthrough_is_named_by_its_cluster() {
-        let l = TcpLabels::of("PassthroughCluster");
+        let l = TcpLabels::of("PassthroughCluster", None);
         assert_eq!(
             (
                 l.destination_service.as_str(),
@@ -602,7 +670,8 @@ mod tests {
             ),
             ("unknown", "PassthroughCluster")
         );
-        let l = TcpLabels::of("outbound|443||api.example.com");
+        let l = TcpLabels::of("outbound|443||api.example.com", Some("egress"));
+        assert_eq!(l.destination_service_namespace, "egress");
         assert_eq!(l.destination_service, "api.example.com");
         // A connection without a cluster (refused before routing) opens no TCP series.
         let w = WorkerMetrics::detached();

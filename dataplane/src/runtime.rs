@@ -172,7 +172,12 @@ pub fn start(
                         pool: crate::http::pool::Pool::default(),
                     });
                     let publisher = worker.clone();
-                    monoio::spawn(async move { publisher.metrics.publish_loop().await });
+                    monoio::spawn(async move {
+                        publisher
+                            .metrics
+                            .publish_loop(|| publisher.resolver.stats())
+                            .await;
+                    });
                     let mut open = Open::new(id, local, worker, drain);
                     for (addr, l) in addresses.iter().zip(listeners) {
                         if let Err(e) = open.serve(*addr, l) {

@@ -427,6 +427,28 @@ fn host_routing_keep_alive_and_registry_only() {
         down["reason"].as_str().unwrap().contains("connect_failed"),
         "{down}"
     );
+    // Metrics: three connect attempts (Istio's default retries on connect-failure), the DNS
+    // lookup of the wildcard host, and the service's namespace.
+    std::thread::sleep(Duration::from_millis(600));
+    let scrape = lab.topo.exec(
+        &lab.topo.proxy,
+        &["curl", "-sS", "http://127.0.0.1:15000/stats/prometheus"],
+    );
+    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    assert!(
+        text.contains(
+            "dataplane_upstream_connect_failures_total{cluster=\"outbound|80||down.example.com\"} 3\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("dataplane_dns_queries_total{outcome=\"answered\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destination_service=\"a.example.com\",destination_service_name=\"a.example.com\",destination_service_namespace=\"default\",request_protocol=\"http\",response_code=\"200\""),
+        "{text}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dataplane_tests::{Proxy, Upstream, free_port};
 
-const SERIES: &str = "{reporter=\"source\",destination_service=\"db.example.com\",destination_service_name=\"db.example.com\",destination_service_namespace=\"unknown\",request_protocol=\"tcp\",response_flags=\"-\"}";
+const SERIES: &str = "{reporter=\"source\",destination_service=\"db.example.com\",destination_service_name=\"db.example.com\",destination_service_namespace=\"default\",request_protocol=\"tcp\",response_flags=\"-\"}";
 
 fn config(port: u16, upstream: u16) -> String {
     format!(

@@ -55,6 +55,20 @@ pub struct Resolver {
     servers: Vec<SocketAddr>,
     mark: u32,
     cache: RefCell<HashMap<String, Cached>>,
+    stats: std::cell::Cell<DnsStats>,
+}
+
+/// Lookups that went to the servers (cache misses), by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    /// Answered with addresses.
+    pub answered: u64,
+    /// NXDOMAIN.
+    pub nxdomain: u64,
+    /// The name exists without addresses.
+    pub nodata: u64,
+    /// No usable answer (timeouts, SERVFAIL, garbage, no server).
+    pub failed: u64,
 }
 
 impl Resolver {
@@ -64,7 +78,13 @@ impl Resolver {
             servers,
             mark,
             cache: RefCell::new(HashMap::new()),
+            stats: std::cell::Cell::new(DnsStats::default()),
         }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> DnsStats {
+        self.stats.get()
     }
 
     /// The addresses of `name` (an IP literal is its own answer).
@@ -82,6 +102,14 @@ impl Resolver {
             return hit.result.clone();
         }
         let (result, ttl) = self.query(&key).await;
+        let mut stats = self.stats.get();
+        match &result {
+            Ok(_) => stats.answered += 1,
+            Err(DnsError::NxDomain) => stats.nxdomain += 1,
+            Err(DnsError::NoData) => stats.nodata += 1,
+            Err(_) => stats.failed += 1,
+        }
+        self.stats.set(stats);
         if let Some(ttl) = ttl {
             let mut cache = self.cache.borrow_mut();
             if cache.len() > 10_000 {

@@ -704,6 +704,7 @@ async fn acquire(
     let slot = worker.pool.reserve(cluster_name);
     let mut last = UpstreamError::NoEndpoints;
     let failed = |addr: SocketAddr| {
+        worker.metrics.connect_failed(cluster_name);
         if let Dest::Cluster(_, cluster) = dest {
             worker.balancer.report(cluster, addr, Outcome::Failed);
         }
