@@ -94,6 +94,75 @@ impl Build {
 
 /// Load, validate and compile `sources` (with an optional mesh document).
 pub fn build(sources: &[Source], mesh: Option<&Source>, opts: &Options<'_>) -> Build {
+    build_inner(sources, mesh, opts, None)
+}
+
+/// Decoded files kept between loads: a file whose bytes did not change is not decoded again
+/// (YAML decoding is most of a load: about 85 of 155 ms for 10,000 ServiceEntries). Only the
+/// files of the last load are kept.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: std::collections::HashMap<String, Parsed>,
+}
+
+#[derive(Debug)]
+struct Parsed {
+    bytes: Vec<u8>,
+    objects: Vec<load::Object>,
+    findings: Vec<Finding>,
+}
+
+impl ParseCache {
+    /// Decode `source` (file `index` of this load), or copy what the last load decoded from
+    /// the same bytes.
+    fn parse(&mut self, index: usize, source: &Source) -> (Vec<load::Object>, Vec<Finding>) {
+        if let Some(p) = self.files.get(&source.name)
+            && p.bytes == source.bytes
+        {
+            let mut objects = p.objects.clone();
+            let mut findings = p.findings.clone();
+            for o in &mut objects {
+                o.origin.file = index;
+            }
+            for f in &mut findings {
+                f.origin.file = index;
+            }
+            return (objects, findings);
+        }
+        let (objects, findings) = load::parse_source(index, source);
+        self.files.insert(
+            source.name.clone(),
+            Parsed {
+                bytes: source.bytes.clone(),
+                objects: objects.clone(),
+                findings: findings.clone(),
+            },
+        );
+        (objects, findings)
+    }
+
+    fn keep_only(&mut self, sources: &[Source]) {
+        self.files
+            .retain(|name, _| sources.iter().any(|s| &s.name == name));
+    }
+}
+
+/// [`build`], reusing the decoded objects of files unchanged since the last call with `cache`.
+pub fn build_cached(
+    sources: &[Source],
+    mesh: Option<&Source>,
+    opts: &Options<'_>,
+    cache: &mut ParseCache,
+) -> Build {
+    build_inner(sources, mesh, opts, Some(cache))
+}
+
+fn build_inner(
+    sources: &[Source],
+    mesh: Option<&Source>,
+    opts: &Options<'_>,
+    mut cache: Option<&mut ParseCache>,
+) -> Build {
     let mut findings = Vec::new();
     let mut mesh_settings = Mesh::default();
     if let Some(m) = mesh {
@@ -113,9 +182,15 @@ pub fn build(sources: &[Source], mesh: Option<&Source>, opts: &Options<'_>) -> B
     let mut objects = Vec::new();
     let mut file_findings = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let (objs, found) = load::parse_source(i, source);
+        let (objs, found) = match cache.as_deref_mut() {
+            Some(c) => c.parse(i, source),
+            None => load::parse_source(i, source),
+        };
         objects.extend(objs);
         file_findings.extend(found);
+    }
+    if let Some(c) = cache {
+        c.keep_only(sources);
     }
     let mut seen: std::collections::HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
     seen.extend(file_findings.iter().filter_map(|f| f.object.as_ref()));
@@ -156,5 +231,39 @@ pub fn build(sources: &[Source], mesh: Option<&Source>, opts: &Options<'_>) -> B
         table,
         findings,
         objects_seen,
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cached_build_equals_a_fresh_one() {
+        let good = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n";
+        let warn = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: b}\nspec:\n  hosts: [b.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n  bogus: 1\n";
+        let mut cache = ParseCache::default();
+        let opts = Options::default();
+        let summary = |b: &Build| {
+            (
+                b.findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                b.table.as_ref().map(|t| t.clusters.len()),
+            )
+        };
+        // Same files in another order, then one changed: the cache follows names and bytes.
+        let loads: [Vec<Source>; 3] = [
+            vec![Source::new("a.yaml", good), Source::new("b.yaml", warn)],
+            vec![Source::new("b.yaml", warn), Source::new("a.yaml", good)],
+            vec![
+                Source::new("b.yaml", warn.replace("  bogus: 1\n", "")),
+                Source::new("a.yaml", good),
+            ],
+        ];
+        for sources in &loads {
+            let cached = build_cached(sources, None, &opts, &mut cache);
+            let fresh = build(sources, None, &opts);
+            assert_eq!(summary(&cached), summary(&fresh));
+        }
+        assert_eq!(cache.files.len(), 2);
     }
 }

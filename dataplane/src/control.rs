@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use dataplane_config::table::RouteTable;
-use dataplane_config::{ObjectKey, Options, build};
+use dataplane_config::{ObjectKey, Options};
 use notify::Watcher;
 
 use crate::admin::{AdminState, ReloadStatus};
@@ -46,6 +46,8 @@ pub struct Loader {
     ages: HashMap<ObjectKey, u64>,
     /// The generation the next successful load becomes.
     next: u64,
+    /// Decoded files of the last load.
+    cache: dataplane_config::ParseCache,
 }
 
 impl Loader {
@@ -55,6 +57,7 @@ impl Loader {
             sources,
             ages: HashMap::new(),
             next: 1,
+            cache: dataplane_config::ParseCache::default(),
         }
     }
 
@@ -73,7 +76,7 @@ impl Loader {
             file_exists: Some(&exists),
             age: Some(&age),
         };
-        let built = build(&files, mesh.as_ref(), &opts);
+        let built = dataplane_config::build_cached(&files, mesh.as_ref(), &opts, &mut self.cache);
         for f in built.findings.iter().filter(|f| !f.is_error()) {
             tracing::warn!("{f}");
         }

@@ -438,3 +438,53 @@ impl StubDns {
         }
     }
 }
+
+/// A minimal HTTP/1.1 keep-alive origin on 127.0.0.1: answers every request head (bodies are
+/// not expected) with `200` and `ok`, and counts the requests.
+pub struct HttpOrigin {
+    /// Its port.
+    pub port: u16,
+    /// Requests answered so far.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl HttpOrigin {
+    /// Start it on a free port.
+    pub fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if conn
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, requests }
+    }
+}
