@@ -246,7 +246,10 @@ mod cache_tests {
         let opts = Options::default();
         let summary = |b: &Build| {
             (
-                b.findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                b.findings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
                 b.table.as_ref().map(|t| t.clusters.len()),
             )
         };

@@ -332,11 +332,13 @@ fn fifty_reloads_under_load_lose_nothing() {
                 let mut s = TcpStream::connect(("127.0.0.40", port)).map_err(|e| e.to_string())?;
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut banner = [0u8; 2];
-                s.read_exact(&mut banner).map_err(|e| format!("banner: {e}"))?;
+                s.read_exact(&mut banner)
+                    .map_err(|e| format!("banner: {e}"))?;
                 let mut rounds = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let msg = [(n % 251) as u8; 64];
-                    s.write_all(&msg).map_err(|e| format!("stream {n} write: {e}"))?;
+                    s.write_all(&msg)
+                        .map_err(|e| format!("stream {n} write: {e}"))?;
                     let mut back = [0u8; 64];
                     s.read_exact(&mut back)
                         .map_err(|e| format!("stream {n} read after {rounds} rounds: {e}"))?;
@@ -424,13 +426,19 @@ fn fifty_reloads_under_load_lose_nothing() {
         }
         // The host of the version before is gone; the moving port follows.
         if i > 1 && i != 26 {
-            assert_eq!(http_status(ports.http, &format!("h{}.example.com", i - 1)), Some(502));
+            assert_eq!(
+                http_status(ports.http, &format!("h{}.example.com", i - 1)),
+                Some(502)
+            );
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut rounds = 0;
     for s in streams {
-        rounds += s.join().unwrap().unwrap_or_else(|e| panic!("a stream failed: {e}"));
+        rounds += s
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a stream failed: {e}"));
     }
     let mut requests = 0;
     for c in clients {
