@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane_config::table::{Decision, Detect, Detected, RouteTable, Target};
+use dataplane_config::table::{Decision, Detect, Detected, RouteTable, Target, Upstream};
 use monoio::buf::IoBufMut;
 use monoio::io::{CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
@@ -135,7 +135,7 @@ async fn run(worker: &Worker, snapshot: &Snapshot, mut client: TcpStream, log: &
     // TCP and TLS: a connection no upstream took is simply closed (the log says why).
     let _unserved = match upstream {
         Pick::Address(addr, timeout) => {
-            connect_and_forward(worker, client, prefix, &[addr], timeout, log).await
+            connect_and_forward(worker, table, client, prefix, &[addr], timeout, log).await
         }
         Pick::Target(target, sni) => {
             forward_to(worker, table, client, prefix, target, dst, sni, log).await
@@ -168,6 +168,14 @@ async fn forward_to(
         }
     };
     log.cluster = Some(cluster.name.clone());
+    if worker.settings.verify_original_destination
+        && matches!(cluster.upstream, Upstream::OriginalDestination { .. })
+        && let Some(name) = requested.as_deref()
+        && let Err(e) = upstream::verify_destination(&worker.resolver, name, dst.ip()).await
+    {
+        deny(log, &e.reason());
+        return Some(client);
+    }
     let candidates = worker
         .balancer
         .candidates(
@@ -180,7 +188,16 @@ async fn forward_to(
         .await;
     match candidates {
         Ok(addrs) => {
-            connect_and_forward(worker, client, prefix, &addrs, cluster.connect_timeout, log).await
+            connect_and_forward(
+                worker,
+                table,
+                client,
+                prefix,
+                &addrs,
+                cluster.connect_timeout,
+                log,
+            )
+            .await
         }
         Err(e) => {
             fail(log, e.reason());
@@ -193,6 +210,7 @@ async fn forward_to(
 /// forward.
 async fn connect_and_forward(
     worker: &Worker,
+    table: &RouteTable,
     client: TcpStream,
     prefix: Vec<u8>,
     addrs: &[SocketAddr],
@@ -203,6 +221,10 @@ async fn connect_and_forward(
     let mut connected = None;
     for &addr in addrs {
         match upstream::connect(addr, worker.settings.mark, timeout).await {
+            Ok(s) if worker.settings.is_self(&s, |p| table.serves_port(p)) => {
+                log.upstream = Some(addr);
+                last = Some(UpstreamError::Loop);
+            }
             Ok(s) => {
                 connected = Some((addr, s));
                 break;
@@ -354,6 +376,8 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 dns_servers: Vec::new(),
                 forward: crate::forward::Mode::Copy,
+                own_ports: Vec::new(),
+                verify_original_destination: false,
             };
             let worker = Rc::new(Worker {
                 settings: Rc::new(settings),

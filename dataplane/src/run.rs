@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// Istio Prometheus port: GET /stats/prometheus on --bind (0: any free port).
     #[arg(long, env = "DATAPLANE_PROMETHEUS_PORT", default_value_t = 15090)]
     pub prometheus_port: u16,
+    /// Refuse a connection routed to a resolution-NONE service whose original destination is
+    /// not one of the addresses its SNI (or HTTP Host) resolves to. Istio does not check: a
+    /// client may name a registered host and dial any address.
+    #[arg(long, env = "DATAPLANE_VERIFY_ORIGINAL_DESTINATION")]
+    pub verify_original_destination: bool,
 }
 
 /// Logs go to stderr through a non-blocking writer: a worker that logs never waits on the
@@ -151,6 +156,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
         connect_timeout: table.connect_timeout,
         dns_servers,
         forward: args.forward,
+        own_ports: [
+            args.outbound_port,
+            args.admin.port(),
+            args.status_port,
+            args.prometheus_port,
+        ]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .collect(),
+        verify_original_destination: args.verify_original_destination,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args

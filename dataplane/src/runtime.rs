@@ -52,6 +52,25 @@ pub struct Settings {
     pub dns_servers: Vec<SocketAddr>,
     /// How bytes are moved.
     pub forward: crate::forward::Mode,
+    /// Ports the proxy itself listens on (capture, admin, status, Prometheus; 0 excluded).
+    pub own_ports: Vec<u16>,
+    /// Check that a resolution-NONE destination is one of the requested name's addresses.
+    pub verify_original_destination: bool,
+}
+
+impl Settings {
+    /// Whether a connected upstream socket leads back to this proxy (Decisions 12's loop
+    /// guard, for upstream addresses from DNS or endpoints): its peer is on this host (loopback,
+    /// or the same address the kernel chose as our source) and on a port the proxy serves.
+    pub fn is_self(&self, upstream: &monoio::net::TcpStream, serves: impl Fn(u16) -> bool) -> bool {
+        let (Ok(peer), Ok(local)) = (upstream.peer_addr(), upstream.local_addr()) else {
+            return false;
+        };
+        let here = peer.ip().is_loopback() || peer.ip() == local.ip();
+        let ours = self.own_ports.contains(&peer.port())
+            || (self.capture == Capture::Listeners && serves(peer.port()));
+        here && ours
+    }
 }
 
 fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpListener> {

@@ -38,6 +38,11 @@ pub enum UpstreamError {
     Connect(io::Error),
     /// TLS origination failed (handshake, certificate).
     Tls(String),
+    /// The upstream address is the proxy itself (Decisions 12).
+    Loop,
+    /// The original destination is not an address of the requested name
+    /// (`--verify-original-destination`).
+    DestinationMismatch(String),
 }
 
 impl UpstreamError {
@@ -51,6 +56,8 @@ impl UpstreamError {
             Self::ConnectTimeout => "connect_timeout".into(),
             Self::Connect(e) => format!("connect_failed: {e}"),
             Self::Tls(why) => format!("tls: {why}"),
+            Self::Loop => "loop: the upstream is the proxy itself".into(),
+            Self::DestinationMismatch(why) => format!("destination_mismatch: {why}"),
         }
     }
 }
@@ -363,6 +370,30 @@ fn may_eject(
         })
         .count() as u64;
     ejected * 100 < u64::from(od.max_ejection_percent) * total
+}
+
+/// `--verify-original-destination`: the original destination `dst` of a connection routed to a
+/// resolution-NONE service must be one of the addresses `name` (its SNI or Host) resolves to.
+pub async fn verify_destination(
+    resolver: &Resolver,
+    name: &str,
+    dst: std::net::IpAddr,
+) -> Result<(), UpstreamError> {
+    let addrs = resolver
+        .lookup(name)
+        .await
+        .map_err(|e| UpstreamError::Dns(format!("{name}: {e}")))?;
+    let dst = match dst {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dst, std::net::IpAddr::V4),
+        ip => ip,
+    };
+    if addrs.contains(&dst) {
+        Ok(())
+    } else {
+        Err(UpstreamError::DestinationMismatch(format!(
+            "{dst} is not an address of {name}"
+        )))
+    }
 }
 
 /// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout`.

@@ -1,6 +1,8 @@
 //! Helpers for black-box tests of the `dataplane` binary: find it, run it, capture its output.
 #![forbid(unsafe_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

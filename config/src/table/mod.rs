@@ -348,6 +348,11 @@ impl RouteTable {
         &self.http_configs[id.0 as usize]
     }
 
+    /// Whether some service is on `port`.
+    pub fn serves_port(&self, port: u16) -> bool {
+        self.ports.contains_key(&port)
+    }
+
     /// Ports that have at least one service, sorted.
     pub fn ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self.ports.keys().copied().collect();

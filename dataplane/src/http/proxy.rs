@@ -192,6 +192,12 @@ async fn exchange(
     log: &mut Entry,
 ) -> Next {
     let table = &cx.snapshot.table;
+    if head.method == "CONNECT" {
+        // As in Envoy without CONNECT support: no route matches a CONNECT request.
+        let reply = LocalReply::new(404, "", "NR", "CONNECT is not routed");
+        let _ = answer(&mut client.io, log, &reply, true).await;
+        return Next::Close;
+    }
     match cx.config.route(head.authority.as_bytes()) {
         HostRoute::Block => {
             log.cluster = Some("BlackHoleCluster".into());
@@ -395,6 +401,17 @@ async fn forward(
             Err(Acquire::Timeout) => {
                 log.reason = Some("upstream request timeout".into());
                 let reply = LocalReply::new(504, "upstream request timeout", "UT", "");
+                return reply_or_close(client, head, log, reply, body_sent).await;
+            }
+            Err(Acquire::Failed(
+                e @ (UpstreamError::DestinationMismatch(_) | UpstreamError::Loop),
+            )) => {
+                // Refusals, not failures: never retried.
+                log.reason = Some(e.reason());
+                let reply = match e {
+                    UpstreamError::Loop => LocalReply::new(502, "", "-", ""),
+                    _ => LocalReply::new(403, "", "-", ""),
+                };
                 return reply_or_close(client, head, log, reply, body_sent).await;
             }
             Err(Acquire::Failed(e)) => {
@@ -624,6 +641,16 @@ async fn acquire(
             None,
         ),
         Dest::Cluster(_, cluster) => {
+            if worker.settings.verify_original_destination
+                && matches!(
+                    cluster.upstream,
+                    dataplane_config::table::Upstream::OriginalDestination { .. }
+                )
+            {
+                upstream::verify_destination(&worker.resolver, requested, cx.dst.ip())
+                    .await
+                    .map_err(Acquire::Failed)?;
+            }
             let mut rng = fastrand::Rng::with_seed(worker.rng.borrow_mut().u64(..));
             let addrs = worker
                 .balancer
@@ -710,7 +737,12 @@ async fn acquire(
         }
     };
     for &addr in &addrs {
+        let table = &cx.snapshot.table;
         let tcp = match upstream::connect(addr, worker.settings.mark, timeout).await {
+            Ok(s) if worker.settings.is_self(&s, |p| table.serves_port(p)) => {
+                last = UpstreamError::Loop;
+                continue;
+            }
             Ok(s) => s,
             Err(e) => {
                 failed(addr);
