@@ -378,6 +378,7 @@ mod tests {
                 forward: crate::forward::Mode::Copy,
                 own_ports: Vec::new(),
                 verify_original_destination: false,
+                stream_idle_timeout: Duration::from_secs(300),
             };
             let worker = Rc::new(Worker {
                 settings: Rc::new(settings),

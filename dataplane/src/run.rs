@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// client may name a registered host and dial any address.
     #[arg(long, env = "DATAPLANE_VERIFY_ORIGINAL_DESTINATION")]
     pub verify_original_destination: bool,
+    /// An HTTP exchange in which neither side moves a byte for this long is ended (Envoy's
+    /// stream idle timeout): 504 before the response starts, a close after.
+    #[arg(long, env = "DATAPLANE_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub stream_idle_timeout: Duration,
 }
 
 /// Logs go to stderr through a non-blocking writer: a worker that logs never waits on the
@@ -166,6 +170,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .filter(|p| *p != 0)
         .collect(),
         verify_original_destination: args.verify_original_destination,
+        stream_idle_timeout: args.stream_idle_timeout,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args

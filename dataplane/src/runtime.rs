@@ -56,6 +56,8 @@ pub struct Settings {
     pub own_ports: Vec<u16>,
     /// Check that a resolution-NONE destination is one of the requested name's addresses.
     pub verify_original_destination: bool,
+    /// HTTP stream idle timeout.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Settings {

@@ -332,7 +332,8 @@ pub struct StubDns {
 }
 
 /// The stub's answer to one query: the table's A records (TC instead when `force_tc` says so),
-/// or NXDOMAIN.
+/// or NXDOMAIN. Names under `servfail.` get SERVFAIL; names under `garbage.` get bytes that
+/// carry the query's ID and are no DNS message.
 fn dns_reply(
     query: &[u8],
     table: &RecordTable,
@@ -355,6 +356,15 @@ fn dns_reply(
     );
     reply.metadata.recursion_desired = true;
     reply.add_query(q.clone());
+    if name.starts_with("garbage.") {
+        let mut junk = query.metadata.id.to_be_bytes().to_vec();
+        junk.extend_from_slice(&[0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0, 1, 2]);
+        return Some(junk);
+    }
+    if name.starts_with("servfail.") {
+        reply.metadata.response_code = ResponseCode::ServFail;
+        return reply.to_vec().ok();
+    }
     if force_tc(&name) {
         reply.metadata.truncation = true;
         return reply.to_vec().ok();

@@ -1,6 +1,6 @@
 //! DNS-resolved upstreams against a stub DNS server: resolution and TTL-driven changes,
 //! failover across addresses, DNS_ROUND_ROBIN's first address, DYNAMIC_DNS resolving the SNI,
-//! NXDOMAIN and a DNS server that never answers.
+//! NXDOMAIN, SERVFAIL, garbage answers and a DNS server that never answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::io::{Read, Write};
@@ -186,4 +186,50 @@ fn dns_server_down_fails_cleanly() {
         failed["reason"].as_str().unwrap().contains("timeout"),
         "{failed}"
     );
+}
+
+#[test]
+fn servfail_and_garbage_answers_fail_only_their_connection() {
+    let dns = StubDns::start();
+    let upstream = Upstream::start(b"U\n");
+    dns.set("good.dns.test", &["127.0.0.1"], 30);
+    let port = free_port();
+    let config = dns_entry(
+        "good",
+        "good.dns.test",
+        "127.0.0.17",
+        port,
+        upstream.port,
+        "DNS",
+    ) + &dns_entry("sf", "servfail.dns.test", "127.0.0.18", port, 9, "DNS")
+        + &dns_entry("junk", "garbage.dns.test", "127.0.0.19", port, 9, "DNS");
+    let proxy = proxy_with_dns(&config, dns.addr, port);
+    // A connection to the good name stays open across the failures.
+    let mut held = TcpStream::connect(format!("127.0.0.17:{port}")).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 2];
+    held.read_exact(&mut b).unwrap();
+    assert_eq!(banner(&format!("127.0.0.18:{port}")), None);
+    assert_eq!(banner(&format!("127.0.0.19:{port}")), None);
+    held.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    assert_eq!(
+        banner(&format!("127.0.0.17:{port}")).as_deref(),
+        Some(&b"U\n"[..])
+    );
+    let log = proxy.wait_access_log(3);
+    for (vip, want) in [
+        ("127.0.0.18", "Server Failure"),
+        ("127.0.0.19", "dns: garbage.dns.test"),
+    ] {
+        let entry = log
+            .iter()
+            .find(|l| l["destination"] == format!("{vip}:{port}"))
+            .unwrap_or_else(|| panic!("{vip} logged: {log:?}"));
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(want), "{vip}: {entry}");
+    }
 }

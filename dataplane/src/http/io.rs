@@ -121,6 +121,8 @@ pub enum BodyError {
     Write(io::Error),
     /// The chunked framing was malformed.
     Malformed(&'static str),
+    /// Neither side moved a byte for the stream idle timeout.
+    Idle,
 }
 
 impl BodyError {
@@ -130,6 +132,7 @@ impl BodyError {
             Self::Read(e) => format!("read: {e}"),
             Self::Write(e) => format!("write: {e}"),
             Self::Malformed(why) => format!("malformed chunked body: {why}"),
+            Self::Idle => "stream idle timeout".into(),
         }
     }
 }
@@ -170,14 +173,18 @@ impl Replay {
 }
 
 /// Write `head`, then relay a body framed as `body` from `src` to `dst`. Body bytes already
-/// buffered are written with the head in one call when small. Returns the body bytes relayed.
+/// buffered are written with the head in one call when small. Each read and write must make
+/// progress within `idle` (Envoy's stream idle timeout): a side that stops reading or sending
+/// ends the exchange instead of holding it forever. Returns the body bytes relayed.
 pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
     head: Vec<u8>,
     src: &mut Buffered<R>,
     dst: &mut W,
     body: Body,
     replay: &mut Replay,
+    idle: std::time::Duration,
 ) -> Result<u64, BodyError> {
+    use monoio::time::timeout;
     let mut left = match body {
         Body::Length(n) => n,
         _ => u64::MAX,
@@ -213,11 +220,16 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         src.consume(n);
         done = end;
     }
-    let (res, _) = dst.write_all(head).await;
+    let (res, _) = timeout(idle, dst.write_all(head))
+        .await
+        .map_err(|_| BodyError::Idle)?;
     res.map_err(BodyError::Write)?;
     while !done {
         if src.data().is_empty() {
-            match src.fill(BODY_BUFFER).await {
+            match timeout(idle, src.fill(BODY_BUFFER))
+                .await
+                .map_err(|_| BodyError::Idle)?
+            {
                 Ok(0) if body == Body::UntilClose => break,
                 Ok(0) => {
                     return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
@@ -229,7 +241,10 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         let (n, end) = take(src.data(), &mut left)?;
         replay.keep(&src.data()[..n]);
         relayed += n as u64;
-        src.forward(dst, n).await.map_err(BodyError::Write)?;
+        timeout(idle, src.forward(dst, n))
+            .await
+            .map_err(|_| BodyError::Idle)?
+            .map_err(BodyError::Write)?;
         done = end;
     }
     dst.flush().await.map_err(BodyError::Write)?;
@@ -337,9 +352,17 @@ mod tests {
             // Wait until every input byte is buffered, as a pipelined client would send them.
             monoio::time::sleep(std::time::Duration::from_millis(100)).await;
             let mut replay = Replay::new(keep);
-            let ok = relay_body(b"HEAD\r\n".to_vec(), &mut src, &mut dst, body, &mut replay)
-                .await
-                .is_ok();
+            let idle = std::time::Duration::from_secs(5);
+            let ok = relay_body(
+                b"HEAD\r\n".to_vec(),
+                &mut src,
+                &mut dst,
+                body,
+                &mut replay,
+                idle,
+            )
+            .await
+            .is_ok();
             drop(dst);
             let rest = src.data().to_vec();
             feeder.join().unwrap();

@@ -464,11 +464,18 @@ async fn forward(
                 &mut up.conn.io,
                 body_of(head.framing),
                 &mut replay,
+                cx.worker.settings.stream_idle_timeout,
             )
             .await
             {
                 Ok(n) => Ok(n),
                 Err(BodyError::Write(e)) => Err(e),
+                Err(BodyError::Idle) => {
+                    log.reason = Some("stream idle timeout while sending the request".into());
+                    let reply = LocalReply::new(408, "stream timeout", "SI", "");
+                    let _ = answer(&mut client.io, log, &reply, true).await;
+                    return Next::Close;
+                }
                 Err(BodyError::Read(e)) => {
                     log.outcome = "error";
                     log.response_flags = Some("DC");
@@ -508,13 +515,17 @@ async fn forward(
         }
         // 3. The response head, within the per-try and route timeouts.
         let sent_at = Instant::now();
-        let wait = match (
+        let bound = match (
             policy.per_try_timeout.filter(|_| policy.attempts > 0),
             left(),
         ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // The stream idle timeout bounds the wait too; it is final, never retried.
+        let idle = cx.worker.settings.stream_idle_timeout;
+        let idle_binds = bound.is_none_or(|b| idle < b);
+        let wait = Some(bound.map_or(idle, |b| b.min(idle)));
         let response = read_response(&mut up.conn, &head.method, wait).await;
         if let Dest::Cluster(_, cluster) = dest {
             let outcome = match &response {
@@ -535,6 +546,11 @@ async fn forward(
                     cx, client, head, fwd, up, resp, sent_at, dest, deadline, log,
                 )
                 .await;
+            }
+            Err(ReadFailure::Timeout) if idle_binds => {
+                log.reason = Some("stream idle timeout waiting for the response".into());
+                let reply = LocalReply::new(504, "stream timeout", "SI", "");
+                return reply_or_close(client, head, log, reply, true).await;
             }
             Err(ReadFailure::Timeout) => {
                 log.reason = Some("upstream request timeout".into());
@@ -893,6 +909,7 @@ async fn relay_response(
         &mut client.io,
         response_body(resp.framing),
         &mut no_replay,
+        cx.worker.settings.stream_idle_timeout,
     );
     let relayed = match deadline {
         None => relay.await,
