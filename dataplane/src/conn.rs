@@ -379,6 +379,7 @@ mod tests {
                 own_ports: Vec::new(),
                 verify_original_destination: false,
                 stream_idle_timeout: Duration::from_secs(300),
+                max_connections: 1000,
             };
             let worker = Rc::new(Worker {
                 settings: Rc::new(settings),

@@ -146,6 +146,11 @@ impl WorkerDrain {
     pub fn is_draining(&self) -> bool {
         self.drain.is_draining()
     }
+
+    /// Connections this worker has open.
+    pub fn open(&self) -> usize {
+        self.drain.active[self.id].load(Ordering::Relaxed)
+    }
 }
 
 /// An open connection, counted until dropped.

@@ -567,6 +567,12 @@ impl WorkerMetrics {
         self.dirty.set(true);
     }
 
+    /// A connection was refused before it was served (`max_connections`, `accept_emfile`).
+    pub fn refused(&self, reason: &str) {
+        bump(&mut self.counts.borrow_mut().refusals, reason, |n| *n += 1);
+        self.dirty.set(true);
+    }
+
     /// An upstream connect attempt for `cluster` failed.
     pub fn connect_failed(&self, cluster: &str) {
         bump(

@@ -93,6 +93,21 @@ pub struct RunArgs {
     /// stream idle timeout): 504 before the response starts, a close after.
     #[arg(long, env = "DATAPLANE_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
     pub stream_idle_timeout: Duration,
+    /// Client connections each worker holds at most; more are accepted and closed at once.
+    /// Default: what the open-file limit allows (two descriptors per proxied connection, 256
+    /// kept for listeners, DNS and admin), shared by the workers.
+    #[arg(long, env = "DATAPLANE_MAX_CONNECTIONS_PER_WORKER")]
+    pub max_connections_per_worker: Option<usize>,
+}
+
+/// Connections per worker the open-file limit allows: two descriptors per proxied connection,
+/// 256 kept for listeners, DNS, pipes and the admin servers.
+fn default_max_connections(workers: usize) -> usize {
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let usable = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256);
+    (usable / 2 / workers.max(1)).max(1)
 }
 
 /// Logs go to stderr through a non-blocking writer: a worker that logs never waits on the
@@ -151,7 +166,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             "no DNS server (--dns-server, /etc/resolv.conf): DNS-resolved services will fail"
         );
     }
-    let settings = Settings {
+    let mut settings = Settings {
         capture: args.capture,
         outbound_port: args.outbound_port,
         bind: args.bind,
@@ -171,12 +186,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
         .collect(),
         verify_original_destination: args.verify_original_destination,
         stream_idle_timeout: args.stream_idle_timeout,
+        max_connections: 0,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    settings.max_connections = args
+        .max_connections_per_worker
+        .unwrap_or_else(|| default_max_connections(workers));
+    tracing::info!(per_worker = settings.max_connections, "connection limit");
     let published = Arc::new(Published::new(Snapshot::build(table)));
     let (drain, drain_requests) = Drain::new(workers);
     let acks = Arc::new(Acks::new(workers));

@@ -58,6 +58,8 @@ pub struct Settings {
     pub verify_original_destination: bool,
     /// HTTP stream idle timeout.
     pub stream_idle_timeout: Duration,
+    /// Client connections a worker holds at most.
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -341,6 +343,12 @@ async fn accept_loop(
             () = stop_requested(&drain, &closed) => break,
         };
         match accepted {
+            Ok((stream, _)) if drain.open() >= worker.settings.max_connections => {
+                // At the limit: close at once (the client sees a reset or EOF, not a hang),
+                // and count it; the loop goes straight back to accepting, nothing spins.
+                drop(stream);
+                worker.metrics.refused("max_connections");
+            }
             Ok((stream, peer)) => {
                 let table = local.current();
                 let tracked = drain.track();
@@ -351,7 +359,15 @@ async fn accept_loop(
                 });
             }
             Err(e) => {
-                // EMFILE and friends: back off and keep serving the connections we have.
+                // EMFILE and friends: back off and keep serving the connections we have; the
+                // pending connections wait in the kernel's backlog until descriptors free up.
+                let emfile = e.raw_os_error() == Some(libc::EMFILE)
+                    || e.raw_os_error() == Some(libc::ENFILE);
+                worker.metrics.refused(if emfile {
+                    "accept_emfile"
+                } else {
+                    "accept_error"
+                });
                 tracing::warn!("accept failed: {e}");
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }

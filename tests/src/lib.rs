@@ -105,6 +105,18 @@ impl Proxy {
         env: &[(&str, &str)],
         ready_port: u16,
     ) -> Self {
+        Self::start_with(&[], config, mesh, args, env, ready_port)
+    }
+
+    /// Like [`Proxy::start_env`], run through `prefix` (e.g. `prlimit --nofile=64:64`).
+    pub fn start_with(
+        prefix: &[&str],
+        config: &str,
+        mesh: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_port: u16,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let conf = dir.path().join("config");
         std::fs::create_dir(&conf).unwrap_or_else(|e| panic!("{e}"));
@@ -114,7 +126,14 @@ impl Proxy {
             std::fs::File::create(dir.path().join("access.log")).unwrap_or_else(|e| panic!("{e}"));
         let stderr =
             std::fs::File::create(dir.path().join("proxy.log")).unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(binary());
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&conf)

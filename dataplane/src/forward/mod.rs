@@ -32,11 +32,15 @@ pub struct Forwarded {
     pub error: Option<std::io::Error>,
 }
 
+/// Bytes moved by one direction so far: kept outside the direction's future, so the count
+/// survives when the other direction's failure cancels it.
+type Moved = std::cell::Cell<u64>;
+
 async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
     r: &mut R,
     w: &mut W,
+    moved: &Moved,
 ) -> (u64, Option<std::io::Error>) {
-    let mut total = 0u64;
     let mut buf = Vec::with_capacity(MIN_BUFFER);
     loop {
         let (res, b) = r.read(buf).await;
@@ -44,15 +48,15 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
         let n = match res {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => return (total, Some(e)),
+            Err(e) => return (moved.get(), Some(e)),
         };
         let full = n == buf.capacity();
         let (res, b) = w.write_all(buf).await;
         buf = b;
         if let Err(e) = res {
-            return (total, Some(e));
+            return (moved.get(), Some(e));
         }
-        total += n as u64;
+        moved.set(moved.get() + n as u64);
         buf.clear();
         if full && buf.capacity() < MAX_BUFFER {
             buf.reserve_exact(buf.capacity() * 2);
@@ -60,7 +64,34 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
     }
     // Half-close: the peer learns this direction is done; the other keeps flowing.
     let _ = w.shutdown().await;
-    (total, None)
+    (moved.get(), None)
+}
+
+/// Run both directions. A direction that ends cleanly (EOF, half-close passed on) lets the
+/// other finish; one that fails (a reset, a write error) ends both at once, so the other side
+/// is closed too instead of waiting forever on a peer that will never hear of the failure.
+async fn both(
+    up: impl Future<Output = (u64, Option<std::io::Error>)>,
+    down: impl Future<Output = (u64, Option<std::io::Error>)>,
+    moved: (&Moved, &Moved),
+) -> Forwarded {
+    let mut up = std::pin::pin!(up);
+    let mut down = std::pin::pin!(down);
+    let ((to_upstream, e1), (to_client, e2)) = monoio::select! {
+        u = &mut up => match u.1 {
+            Some(_) => (u, (moved.1.get(), None)),
+            None => (u, down.await),
+        },
+        d = &mut down => match d.1 {
+            Some(_) => ((moved.0.get(), None), d),
+            None => (up.await, d),
+        },
+    };
+    Forwarded {
+        to_upstream,
+        to_client,
+        error: e1.or(e2),
+    }
 }
 
 /// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection)
@@ -96,12 +127,11 @@ pub async fn forward(
         }
         let up = splice::direction(&client, &upstream, &up_pipe);
         let down = splice::direction(&upstream, &client, &down_pipe);
-        let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
-        return Forwarded {
-            to_upstream: to_upstream + prefix_len,
-            to_client,
-            error: e1.or(e2),
-        };
+        // Splice directions count internally: a cancelled one reports 0.
+        let unknown = (Moved::new(0), Moved::new(0));
+        let mut done = both(up, down, (&unknown.0, &unknown.1)).await;
+        done.to_upstream += prefix_len;
+        return done;
     }
     copy_both(client, upstream, prefix).await
 }
@@ -109,22 +139,18 @@ pub async fn forward(
 async fn copy_both(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> Forwarded {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
-    let prefix_len = prefix.len() as u64;
+    let (sent, received) = (Moved::new(0), Moved::new(0));
     let up = async {
         if !prefix.is_empty() {
+            let len = prefix.len() as u64;
             let (res, _) = uw.write_all(prefix).await;
             if let Err(e) = res {
                 return (0, Some(e));
             }
+            sent.set(len);
         }
-        let (n, e) = copy(&mut cr, &mut uw).await;
-        (n + prefix_len, e)
+        copy(&mut cr, &mut uw, &sent).await
     };
-    let down = copy(&mut ur, &mut cw);
-    let ((to_upstream, e1), (to_client, e2)) = monoio::join!(up, down);
-    Forwarded {
-        to_upstream,
-        to_client,
-        error: e1.or(e2),
-    }
+    let down = copy(&mut ur, &mut cw, &received);
+    both(up, down, (&sent, &received)).await
 }
