@@ -19,6 +19,23 @@ use crate::snapshot::Snapshot;
 use crate::sys;
 use crate::upstream::{self, Balancer, UpstreamError};
 
+/// Istio's TCP idle timeout when the DestinationRule sets none.
+const TCP_IDLE: Duration = Duration::from_secs(3600);
+
+/// A cluster's TCP idle timeout (`connectionPool.tcp.idleTimeout`; `0s` disables it).
+fn tcp_idle(cluster: &dataplane_config::table::Cluster) -> Duration {
+    match cluster
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.tcp_idle_timeout)
+    {
+        Some(d) if d.is_zero() => Duration::from_secs(u64::from(u32::MAX)),
+        Some(d) => d,
+        None => TCP_IDLE,
+    }
+}
+
 /// Bytes read for detection at most (Decisions 9).
 const MAX_DETECT: usize = 64 * 1024;
 /// First detection buffer: a ClientHello from Chromium with a post-quantum key share is ~2 KiB.
@@ -135,7 +152,17 @@ async fn run(worker: &Worker, snapshot: &Snapshot, mut client: TcpStream, log: &
     // TCP and TLS: a connection no upstream took is simply closed (the log says why).
     let _unserved = match upstream {
         Pick::Address(addr, timeout) => {
-            connect_and_forward(worker, table, client, prefix, &[addr], timeout, log).await
+            connect_and_forward(
+                worker,
+                table,
+                client,
+                prefix,
+                &[addr],
+                timeout,
+                TCP_IDLE,
+                log,
+            )
+            .await
         }
         Pick::Target(target, sni) => {
             forward_to(worker, table, client, prefix, target, dst, sni, log).await
@@ -195,6 +222,7 @@ async fn forward_to(
                 prefix,
                 &addrs,
                 cluster.connect_timeout,
+                tcp_idle(cluster),
                 log,
             )
             .await
@@ -208,6 +236,7 @@ async fn forward_to(
 
 /// Connect to the first of `addrs` that accepts (failing over on connect errors), then
 /// forward.
+#[allow(clippy::too_many_arguments)] // the connection's whole context, passed once
 async fn connect_and_forward(
     worker: &Worker,
     table: &RouteTable,
@@ -215,6 +244,7 @@ async fn connect_and_forward(
     prefix: Vec<u8>,
     addrs: &[SocketAddr],
     timeout: Duration,
+    idle: Duration,
     log: &mut Entry,
 ) -> Option<TcpStream> {
     let mut last: Option<UpstreamError> = None;
@@ -255,6 +285,7 @@ async fn connect_and_forward(
         prefix,
         worker.settings.forward,
         &worker.pipes,
+        idle,
     )
     .await;
     log.bytes_sent = done.to_upstream;

@@ -145,3 +145,38 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     }
     assert!(echo(&mut first, b"and still"));
 }
+
+#[test]
+fn idle_tcp_connections_end_at_the_destination_rule_idle_timeout() {
+    let upstream = Upstream::start(b"U\n");
+    let port = free_port();
+    let config = config("127.0.0.52", port, upstream.port)
+        + "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db}\nspec:\n  host: db.example.com\n  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 1s}}}\n";
+    let _proxy = Proxy::start(
+        &config,
+        REGISTRY_ONLY,
+        &["--capture", "listeners", "--workers", "1"],
+        port,
+    );
+    let mut idle = banner(("127.0.0.52", port)).expect("idle connection");
+    let mut busy = banner(("127.0.0.52", port)).expect("busy connection");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert!(echo(&mut busy, b"tick"), "a connection in use is kept");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The idle one was closed by the proxy: EOF (or a reset), not data.
+    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut b = [0u8; 1];
+    let closed = match idle.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A read timeout means the connection is still open.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "the idle connection is closed");
+    assert!(echo(&mut busy, b"still"));
+}

@@ -8,6 +8,7 @@ pub mod splice;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+use std::time::Duration;
 
 /// How bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,22 +71,58 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
 /// Run both directions. A direction that ends cleanly (EOF, half-close passed on) lets the
 /// other finish; one that fails (a reset, a write error) ends both at once, so the other side
 /// is closed too instead of waiting forever on a peer that will never hear of the failure.
+/// When neither direction moves a byte for `idle`, both end (the TCP idle timeout).
 async fn both(
     up: impl Future<Output = (u64, Option<std::io::Error>)>,
     down: impl Future<Output = (u64, Option<std::io::Error>)>,
     moved: (&Moved, &Moved),
+    idle: Duration,
 ) -> Forwarded {
     let mut up = std::pin::pin!(up);
     let mut down = std::pin::pin!(down);
+    // The watchdog looks at the byte counts a few times per idle period: nothing on the
+    // data path pays for it.
+    let watchdog = async {
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        let mut last = (moved.0.get(), moved.1.get());
+        let mut quiet = Duration::ZERO;
+        loop {
+            monoio::time::sleep(tick).await;
+            let now = (moved.0.get(), moved.1.get());
+            quiet = if now == last {
+                quiet + tick
+            } else {
+                Duration::ZERO
+            };
+            last = now;
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    let mut watchdog = std::pin::pin!(watchdog);
+    let idle_error = || {
+        Some(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "idle timeout",
+        ))
+    };
     let ((to_upstream, e1), (to_client, e2)) = monoio::select! {
         u = &mut up => match u.1 {
             Some(_) => (u, (moved.1.get(), None)),
-            None => (u, down.await),
+            None => monoio::select! {
+                d = &mut down => (u, d),
+                () = &mut watchdog => (u, (moved.1.get(), idle_error())),
+            },
         },
         d = &mut down => match d.1 {
             Some(_) => ((moved.0.get(), None), d),
-            None => (up.await, d),
+            None => monoio::select! {
+                u = &mut up => (u, d),
+                () = &mut watchdog => ((moved.0.get(), idle_error()), d),
+            },
         },
+        () = &mut watchdog => ((moved.0.get(), idle_error()), (moved.1.get(), None)),
     };
     Forwarded {
         to_upstream,
@@ -102,6 +139,7 @@ pub async fn forward(
     prefix: Vec<u8>,
     mode: Mode,
     pipes: &splice::PipePool,
+    idle: Duration,
 ) -> Forwarded {
     // splice(2) honours only the socket's own O_NONBLOCK (SPLICE_F_NONBLOCK covers the pipe):
     // io_uring hands out accepted sockets in blocking mode, and a blocking splice would stall
@@ -125,18 +163,22 @@ pub async fn forward(
                 };
             }
         }
-        let up = splice::direction(&client, &upstream, &up_pipe);
-        let down = splice::direction(&upstream, &client, &down_pipe);
-        // Splice directions count internally: a cancelled one reports 0.
-        let unknown = (Moved::new(0), Moved::new(0));
-        let mut done = both(up, down, (&unknown.0, &unknown.1)).await;
+        let (sent, received) = (Moved::new(0), Moved::new(0));
+        let up = splice::direction(&client, &upstream, &up_pipe, &sent);
+        let down = splice::direction(&upstream, &client, &down_pipe, &received);
+        let mut done = both(up, down, (&sent, &received), idle).await;
         done.to_upstream += prefix_len;
         return done;
     }
-    copy_both(client, upstream, prefix).await
+    copy_both(client, upstream, prefix, idle).await
 }
 
-async fn copy_both(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> Forwarded {
+async fn copy_both(
+    client: TcpStream,
+    upstream: TcpStream,
+    prefix: Vec<u8>,
+    idle: Duration,
+) -> Forwarded {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let (sent, received) = (Moved::new(0), Moved::new(0));
@@ -152,5 +194,5 @@ async fn copy_both(client: TcpStream, upstream: TcpStream, prefix: Vec<u8>) -> F
         copy(&mut cr, &mut uw, &sent).await
     };
     let down = copy(&mut ur, &mut cw, &received);
-    both(up, down, (&sent, &received)).await
+    both(up, down, (&sent, &received), idle).await
 }

@@ -73,6 +73,7 @@ pub async fn direction(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &Pipe<'_>,
+    moved: &Cell<u64>,
 ) -> (u64, Option<io::Error>) {
     let (pipe_read, pipe_write, size) = pipe.ends();
     let mut total = 0u64;
@@ -108,6 +109,7 @@ pub async fn direction(
             pipe.held.set(left);
         }
         total += n as u64;
+        moved.set(total);
     }
     let _ = sys::with_socket(to, |s| s.shutdown(Shutdown::Write));
     (total, None)

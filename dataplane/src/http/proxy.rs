@@ -995,6 +995,7 @@ async fn tunnel(
         to_upstream,
         cx.worker.settings.forward,
         &cx.worker.pipes,
+        cx.worker.settings.stream_idle_timeout,
     )
     .await;
 }
