@@ -274,6 +274,7 @@ fn virtual_service_split_faults_timeouts_and_retries() {
         .map(|(_, v)| *v)
         .sum::<usize>();
     assert_eq!(a + b, 1000, "{counts:?}");
+    eprintln!("80/20 split over 1,000 requests: {a}/{b}");
     assert!((750..=850).contains(&a), "80/20 split gave {a}/{b}");
     // The request metrics agree (published every 250 ms), and promtool accepts the text.
     std::thread::sleep(Duration::from_millis(600));
@@ -333,6 +334,7 @@ fn virtual_service_split_faults_timeouts_and_retries() {
         1000,
         "{codes:?}"
     );
+    eprintln!("50% abort over 1,000 requests: {aborted} aborted");
     assert!((450..=550).contains(&aborted), "50% abort gave {aborted}");
     // A VirtualService without a matching rule: 404.
     let (code, _) = lab.get("faults.example.com", "192.0.2.99", "/elsewhere");
