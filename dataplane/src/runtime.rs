@@ -350,6 +350,9 @@ async fn accept_loop(
                 worker.metrics.refused("max_connections");
             }
             Ok((stream, peer)) => {
+                // Small writes (a TLS handshake, an HTTP head) go out at once, as Envoy and
+                // HAProxy set on both sides.
+                let _ = stream.set_nodelay(true);
                 let table = local.current();
                 let tracked = drain.track();
                 let serve = conn::serve(worker.clone(), table, stream, peer);

@@ -58,7 +58,10 @@ fn main() {
             tasks.push(monoio::spawn(async move {
                 while Instant::now() < until {
                     let ok = match TcpStream::connect(addr.as_str()).await {
-                        Ok(tcp) => connector.connect(name.clone(), tcp).await.is_ok(),
+                        Ok(tcp) => {
+                            let _ = tcp.set_nodelay(true);
+                            connector.connect(name.clone(), tcp).await.is_ok()
+                        }
                         Err(_) => false,
                     };
                     if ok {
