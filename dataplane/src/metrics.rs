@@ -11,6 +11,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -188,7 +190,7 @@ impl<const N: usize> EncodeMetric for SummedHistogram<N> {
 
 /// Update the counts of `key`, allocating the key only the first time it is seen: the
 /// connection path looks up by `&str` and allocates nothing in the steady state.
-fn bump<V: Default>(map: &mut HashMap<String, V>, key: &str, update: impl FnOnce(&mut V)) {
+fn bump<V: Default>(map: &mut FxHashMap<String, V>, key: &str, update: impl FnOnce(&mut V)) {
     match map.get_mut(key) {
         Some(v) => update(v),
         None => {
@@ -212,17 +214,17 @@ pub struct TcpCounts {
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     /// By cluster name; labels are derived when encoding.
-    tcp: HashMap<String, TcpCounts>,
+    tcp: FxHashMap<String, TcpCounts>,
     /// Refusals and failures by reason (`registry_only`, `loop`, ...).
-    refusals: HashMap<String, u64>,
+    refusals: FxHashMap<String, u64>,
     /// Upstream connect failures by cluster name.
-    connect_failures: HashMap<String, u64>,
+    connect_failures: FxHashMap<String, u64>,
     /// DNS lookups sent to servers, by outcome (copied from the worker's resolver).
     dns: crate::dns::resolver::DnsStats,
     /// HTTP requests by cluster name, then status and response flags.
-    http: HashMap<String, HashMap<(u16, &'static str), HttpCounts>>,
+    http: FxHashMap<String, FxHashMap<(u16, &'static str), HttpCounts>>,
     /// Detection outcomes: `tls`, `http`, `opaque`.
-    detected: HashMap<&'static str, u64>,
+    detected: FxHashMap<&'static str, u64>,
     active: i64,
 }
 

@@ -228,34 +228,43 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     }))
 }
 
-/// Header fields that apply to one connection only (RFC 9110 §7.6.1), plus every field a
-/// `Connection` header names, lower-cased. Removed before forwarding. `Transfer-Encoding` is
-/// not among them: bodies are relayed with their framing unchanged, so it stays true; nor are
-/// `Content-Length` and `Host`, whatever `Connection` names (that would reframe a message).
-pub fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
-    let mut names: Vec<String> = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "upgrade",
-    ]
-    .map(String::from)
-    .to_vec();
-    for v in values(headers, "connection") {
-        for token in String::from_utf8_lossy(v).split(',') {
-            let token = token.trim().to_ascii_lowercase();
-            // A Connection header never removes the fields that frame or route a message.
-            let framing = matches!(
-                token.as_str(),
-                "transfer-encoding" | "content-length" | "host"
-            );
-            if !token.is_empty() && !framing && !names.contains(&token) {
-                names.push(token);
+/// Header fields that apply to one connection only (RFC 9110 §7.6.1). `Transfer-Encoding` is
+/// not among them: bodies are relayed with their framing unchanged, so it stays true.
+const HOP_BY_HOP: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "te", "upgrade"];
+
+/// The hop-by-hop fields of one message: the fixed ones, plus every field its `Connection`
+/// header names. Nothing is allocated unless `Connection` names fields.
+#[derive(Debug, Default)]
+pub struct HopByHop {
+    named: Vec<String>,
+}
+
+impl HopByHop {
+    /// The hop-by-hop fields of a message with `headers`. A `Connection` header never removes
+    /// the fields that frame or route a message (`Transfer-Encoding`, `Content-Length`,
+    /// `Host`).
+    pub fn of(headers: &[(String, Vec<u8>)]) -> Self {
+        let mut named = Vec::new();
+        for v in values(headers, "connection") {
+            for token in String::from_utf8_lossy(v).split(',') {
+                let token = token.trim();
+                let fixed = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token));
+                let framing = ["transfer-encoding", "content-length", "host"]
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(token));
+                if !token.is_empty() && !fixed && !framing {
+                    named.push(token.to_ascii_lowercase());
+                }
             }
         }
+        Self { named }
     }
-    names
+
+    /// Whether `name` is removed before forwarding.
+    pub fn contains(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self.named.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
 }
 
 #[cfg(test)]
@@ -395,8 +404,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\nExpect: 100-continue\r\n\r\n",
         );
         assert!(!h.close && h.expect_continue && !h.upgrade);
-        let hop = hop_by_hop(&h.headers);
-        assert!(hop.contains(&"x-custom".to_owned()) && hop.contains(&"keep-alive".to_owned()));
+        let hop = HopByHop::of(&h.headers);
+        assert!(hop.contains("X-Custom") && hop.contains("keep-alive") && !hop.contains("host"));
         let h =
             ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.upgrade);

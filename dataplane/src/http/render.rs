@@ -7,7 +7,7 @@ use std::io::Write;
 
 use dataplane_config::spec::HeaderOps;
 
-use super::head::{Framing, RequestHead, hop_by_hop};
+use super::head::{Framing, HopByHop, RequestHead};
 use super::plan::LocalReply;
 use super::response::ResponseHead;
 
@@ -60,13 +60,13 @@ fn write_fields(out: &mut Vec<u8>, fields: &Fields) {
 
 /// The request head to send upstream.
 pub fn request(head: &RequestHead, out: &Outbound<'_>) -> Vec<u8> {
-    let hop = hop_by_hop(&head.headers);
+    let hop = HopByHop::of(&head.headers);
     let mut fields: Fields = Vec::with_capacity(head.headers.len() + 4);
     fields.push(("host".into(), out.authority.as_bytes().to_vec()));
     for (n, v) in &head.headers {
-        let lower = n.to_ascii_lowercase();
         // Host is replaced; hop-by-hop fields go; `Expect: 100-continue` was answered here.
-        if lower == "host" || lower == "expect" || hop.contains(&lower) {
+        if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || hop.contains(n)
+        {
             continue;
         }
         fields.push((n.clone(), v.clone()));
@@ -113,15 +113,12 @@ pub fn response(
     service_time_ms: u128,
     close: bool,
 ) -> Vec<u8> {
-    let hop = hop_by_hop(&resp.headers);
+    let hop = HopByHop::of(&resp.headers);
     let switching = resp.status == 101;
     let mut fields: Fields = resp
         .headers
         .iter()
-        .filter(|(n, _)| {
-            let lower = n.to_ascii_lowercase();
-            !hop.contains(&lower) || (switching && lower == "upgrade")
-        })
+        .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")))
         .cloned()
         .collect();
     apply(&mut fields, ops);
