@@ -10,22 +10,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo build --release -q -p dataplane -p dataplane-perf --manifest-path "$root/Cargo.toml"
 bin=$root/target/release/dataplane
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-run=$(mktemp -d)
-trap 'kill $(cat "$run"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$run"' EXIT
-mkdir -p "$run/www" "$run/conf"
-head -c 1024 /dev/zero | tr '\0' x > "$run/www/1k"
-cat > "$run/origin.conf" <<NGINX
-worker_processes 1;
-daemon on;
-pid $run/origin.pid;
-error_log $run/origin-error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
-  client_body_temp_path $run; proxy_temp_path $run; fastcgi_temp_path $run; uwsgi_temp_path $run; scgi_temp_path $run;
-  server { listen 127.0.0.1:18080 reuseport backlog=4096; root $run/www; }
-}
-NGINX
+. "$(dirname "$0")/origin.sh"
 "$root/target/release/gen-service-entries" 10000 > "$run/conf/gen.yaml"
 small() {
   cat <<YAML
@@ -41,7 +26,6 @@ YAML
 }
 small 0 > "$run/conf/small.yaml"
 echo 'outboundTrafficPolicy: {mode: REGISTRY_ONLY}' > "$run/mesh.yaml"
-nginx -c "$run/origin.conf"
 # Listeners mode binds every service port on 127.0.0.2 (80, 443, 3306 and 18082).
 "$bin" run --capture listeners --bind 127.0.0.2 --workers 1 --config "$run/conf" --mesh "$run/mesh.yaml" \
   --admin 127.0.0.1:0 --status-port 0 --prometheus-port 0 >/dev/null 2>"$run/dataplane.log" &

@@ -246,6 +246,17 @@ impl Lab {
             .count()
     }
 
+    /// The proxy's peak resident memory so far (VmHWM), in kB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proxy_pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// The proxy's process id.
     pub fn proxy_pid(&self) -> u32 {
         let out = self
             .topo

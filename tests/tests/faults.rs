@@ -162,12 +162,6 @@ fn each_fault_fails_only_its_own_connection() {
     let vanished = log.iter().find(|l| l["path"] == "/vanish").expect("logged");
     assert_eq!(vanished["response_flags"], "DC", "{vanished}");
     // Memory stayed bounded through the stalled upload and the download.
-    let pid = lab.proxy_pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let peak_kb = lab.peak_rss_kb();
     assert!(peak_kb < 64 * 1024, "peak RSS {peak_kb} kB");
 }

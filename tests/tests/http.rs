@@ -545,12 +545,7 @@ fn bodies_stream_with_bounded_memory_and_websocket_tunnels() {
         "http://a.example.com/big",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200 100000000");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.proxy_pid())).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let peak_kb = lab.peak_rss_kb();
     eprintln!("proxy peak RSS after 2 x 100 MB: {peak_kb} kB");
     assert!(
         peak_kb < 64 * 1024,

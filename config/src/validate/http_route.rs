@@ -35,8 +35,8 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names an abort may use.
-const GRPC_STATUS: &[&str] = &[
+/// gRPC status names an abort may use, in code order (the index is the status code).
+pub const GRPC_STATUS: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",

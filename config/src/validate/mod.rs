@@ -5,7 +5,7 @@
 
 mod destination_rule;
 mod export_to;
-mod http_route;
+pub mod http_route;
 pub mod names;
 mod service_entry;
 mod virtual_service;

@@ -77,6 +77,19 @@ pub fn values<'a>(
         .map(|(_, v)| v.as_slice())
 }
 
+/// The comma-separated tokens of every `name` field, trimmed and lower-cased
+/// (`Connection: keep-alive, Upgrade` gives `keep-alive`, `upgrade`).
+pub fn tokens(headers: &[(String, Vec<u8>)], name: &str) -> Vec<String> {
+    values(headers, name)
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Parse a request head. `Ok(None)`: incomplete, read more.
 pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -198,16 +211,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         }
         (true, _) => return Err(Reject::BadRequest("more than one Content-Length")),
     };
-    let tokens = |name: &'static str| -> Vec<String> {
-        values(name)
-            .flat_map(|v| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let tokens = |name: &'static str| tokens(&headers, name);
     let connection = tokens("connection");
     let close = connection.iter().any(|t| t == "close")
         || (minor_version == 0 && !connection.iter().any(|t| t == "keep-alive"));
@@ -230,7 +234,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
 
 /// Header fields that apply to one connection only (RFC 9110 §7.6.1). `Transfer-Encoding` is
 /// not among them: bodies are relayed with their framing unchanged, so it stays true.
-const HOP_BY_HOP: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "te", "upgrade"];
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
 
 /// The hop-by-hop fields of one message: the fixed ones, plus every field its `Connection`
 /// header names. Nothing is allocated unless `Connection` names fields.

@@ -66,6 +66,24 @@ pub struct Forward<'t> {
     pub rule: Option<&'t str>,
 }
 
+impl<'t> Forward<'t> {
+    /// A route with no rule: no timeout, fault, rewrite or header operation.
+    pub fn plain(cluster: Option<ClusterId>, retries: &'t RetryPolicy) -> Self {
+        Self {
+            cluster,
+            timeout: None,
+            retries,
+            delay: None,
+            abort: None,
+            path: None,
+            authority: None,
+            request_ops: Vec::new(),
+            response_ops: Vec::new(),
+            rule: None,
+        }
+    }
+}
+
 /// The outcome for one request.
 #[derive(Debug)]
 pub enum Plan<'t> {
@@ -92,18 +110,7 @@ pub fn plan<'t>(
     roll: &mut impl FnMut() -> f64,
 ) -> Plan<'t> {
     let Some(routes) = &vh.routes else {
-        return Plan::Forward(Forward {
-            cluster: vh.cluster,
-            timeout: None,
-            retries: default_retries(),
-            delay: None,
-            abort: None,
-            path: None,
-            authority: None,
-            request_ops: Vec::new(),
-            response_ops: Vec::new(),
-            rule: None,
-        });
+        return Plan::Forward(Forward::plain(vh.cluster, default_retries()));
     };
     let Some(route) = matching::select(routes, request) else {
         return Plan::Reply(LocalReply::new(404, "", "NR", "no route matched"));
@@ -267,31 +274,13 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// gRPC status numbers by name (`grpcStatus` in a fault abort).
-fn grpc_code(name: &str) -> u8 {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
+/// gRPC status numbers by name (`grpcStatus` in a fault abort): validation allows only the
+/// names it lists, in code order.
+fn grpc_code(name: &str) -> usize {
+    dataplane_config::validate::http_route::GRPC_STATUS
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))
-        .map_or(2, |i| i as u8)
+        .unwrap_or(2)
 }
 
 #[cfg(test)]

@@ -210,18 +210,7 @@ async fn exchange(
         }
         HostRoute::Passthrough => {
             log.cluster = Some("PassthroughCluster".into());
-            let fwd = Forward {
-                cluster: None,
-                timeout: None,
-                retries: passthrough_retries(),
-                delay: None,
-                abort: None,
-                path: None,
-                authority: None,
-                request_ops: Vec::new(),
-                response_ops: Vec::new(),
-                rule: None,
-            };
+            let fwd = Forward::plain(None, passthrough_retries());
             forward(cx, client, head, &fwd, Dest::Original, log).await
         }
         HostRoute::VirtualHost(vh) => {

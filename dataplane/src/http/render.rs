@@ -65,8 +65,7 @@ pub fn request(head: &RequestHead, out: &Outbound<'_>) -> Vec<u8> {
     fields.push(("host".into(), out.authority.as_bytes().to_vec()));
     for (n, v) in &head.headers {
         // Host is replaced; hop-by-hop fields go; `Expect: 100-continue` was answered here.
-        if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || hop.contains(n)
-        {
+        if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || hop.contains(n) {
             continue;
         }
         fields.push((n.clone(), v.clone()));

@@ -2,7 +2,7 @@
 //! relaying needs: status, how the body is delimited (RFC 9112 §6.3), and whether the upstream
 //! connection can carry another request.
 
-use super::head::{MAX_HEAD, MAX_HEADERS, values};
+use super::head::{MAX_HEAD, MAX_HEADERS, tokens, values};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,18 +59,8 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
         .iter()
         .map(|h| (h.name.to_owned(), h.value.to_vec()))
         .collect();
-    let tokens = |name: &'static str| -> Vec<String> {
-        values(&headers, name)
-            .flat_map(|v| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let connection = tokens("connection");
-    let te = tokens("transfer-encoding");
+    let connection = tokens(&headers, "connection");
+    let te = tokens(&headers, "transfer-encoding");
     let cl: Vec<&[u8]> = values(&headers, "content-length").collect();
     let no_body = method == "HEAD"
         || (100..200).contains(&status)
