@@ -145,6 +145,9 @@ pub struct Entry {
     pub bytes_sent: u64,
     /// Bytes upstream -> client.
     pub bytes_received: u64,
+    /// What detection found (`tls`, `http`, `opaque`), for metrics; not logged.
+    #[serde(skip)]
+    pub detected: Option<&'static str>,
     /// Not written: an HTTP connection whose requests were logged one by one.
     #[serde(skip)]
     pub silent: bool,

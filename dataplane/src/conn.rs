@@ -107,6 +107,11 @@ async fn run(worker: &Worker, snapshot: &Snapshot, mut client: TcpStream, log: &
     }
     let listener = table.listener(dst);
     let (prefix, found) = detect(&mut client, listener.detect(), settings.detect_timeout).await;
+    log.detected = Some(match &found {
+        Found::Tls(_) => "tls",
+        Found::Http => "http",
+        _ => "opaque",
+    });
     let detected = match &found {
         Found::Tls(sni) => {
             log.sni = sni
@@ -140,7 +145,6 @@ async fn run(worker: &Worker, snapshot: &Snapshot, mut client: TcpStream, log: &
                 dst,
                 source: log.source,
             };
-            log.host = Some(String::new());
             log.outcome = "forwarded";
             // Boxed: the HTTP loop's state is allocated only for HTTP connections.
             let served = Box::pin(crate::http::proxy::serve(&cx, client, prefix)).await;
@@ -251,7 +255,7 @@ async fn connect_and_forward(
     let mut connected = None;
     for &addr in addrs {
         match upstream::connect(addr, worker.settings.mark, timeout).await {
-            Ok(s) if worker.settings.is_self(&s, |p| table.serves_port(p)) => {
+            Ok(s) if worker.settings.is_self(&s, addr, |p| table.serves_port(p)) => {
                 log.upstream = Some(addr);
                 last = Some(UpstreamError::Loop);
             }

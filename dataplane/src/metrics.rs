@@ -522,13 +522,7 @@ impl WorkerMetrics {
     pub fn finished(&self, entry: &Entry) {
         let mut counts = self.counts.borrow_mut();
         counts.active -= 1;
-        let protocol = if entry.sni.is_some() {
-            "tls"
-        } else if entry.host.is_some() {
-            "http"
-        } else {
-            "opaque"
-        };
+        let protocol = entry.detected.unwrap_or("opaque");
         *counts.detected.entry(protocol).or_default() += 1;
         if entry.connected
             && let Some(cluster) = &entry.cluster

@@ -63,17 +63,22 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Whether a connected upstream socket leads back to this proxy (Decisions 12's loop
-    /// guard, for upstream addresses from DNS or endpoints): its peer is on this host (loopback,
-    /// or the same address the kernel chose as our source) and on a port the proxy serves.
-    pub fn is_self(&self, upstream: &monoio::net::TcpStream, serves: impl Fn(u16) -> bool) -> bool {
-        let (Ok(peer), Ok(local)) = (upstream.peer_addr(), upstream.local_addr()) else {
-            return false;
-        };
-        let here = peer.ip().is_loopback() || peer.ip() == local.ip();
+    /// Whether an upstream socket connected to `peer` leads back to this proxy (Decisions 12's
+    /// loop guard, for upstream addresses from DNS or endpoints): `peer` is on a port the proxy
+    /// serves and on this host (loopback, or the same address the kernel chose as our source).
+    /// The port is checked first, so the common case costs no system call.
+    pub fn is_self(
+        &self,
+        upstream: &monoio::net::TcpStream,
+        peer: SocketAddr,
+        serves: impl Fn(u16) -> bool,
+    ) -> bool {
         let ours = self.own_ports.contains(&peer.port())
             || (self.capture == Capture::Listeners && serves(peer.port()));
-        here && ours
+        ours && (peer.ip().is_loopback()
+            || upstream
+                .local_addr()
+                .is_ok_and(|local| local.ip() == peer.ip()))
     }
 }
 

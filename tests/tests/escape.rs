@@ -128,7 +128,7 @@ fn registry_only_refuses_every_escape_attempt() {
         (
             "a list of hosts",
             "GET / HTTP/1.1\\r\\nHost: a.example.com, evil.example.org\\r\\nConnection: close\\r\\n\\r\\n",
-            "HTTP/1.1 ",
+            "HTTP/1.1 400 ",
         ),
         (
             "whitespace inside Host",

@@ -37,8 +37,8 @@ pub struct Key {
 pub struct Pooled {
     /// The stream and bytes read from it.
     pub conn: Buffered<UpstreamIo>,
-    /// Its endpoint.
-    pub addr: SocketAddr,
+    /// Its endpoint and TLS identity: where it goes back to in the pool.
+    pub key: Key,
     /// Requests sent on it so far.
     pub requests: u32,
     /// Whether it came out of the pool (a failure before any response byte may be a race with
@@ -132,18 +132,19 @@ impl Pool {
     }
 
     /// A new connection, counted by its slot.
-    pub fn adopt(&self, slot: Slot, addr: SocketAddr, io: UpstreamIo) -> Pooled {
+    pub fn adopt(&self, slot: Slot, key: Key, io: UpstreamIo) -> Pooled {
         Pooled {
             conn: Buffered::new(io, Vec::new()),
-            addr,
+            key,
             requests: 0,
             reused: false,
             _open: slot.0,
         }
     }
 
-    /// Return a connection after a clean exchange.
-    pub fn put(&self, key: Key, mut conn: Pooled, idle_timeout: Duration) {
+    /// Return a connection after a clean exchange, under the key it was opened with.
+    pub fn put(&self, mut conn: Pooled, idle_timeout: Duration) {
+        let key = conn.key.clone();
         conn.conn.shrink();
         let mut idle = self.idle.borrow_mut();
         if self.idle_count.get() >= SWEEP_AT {

@@ -422,10 +422,10 @@ async fn forward(
                 return reply_or_close(client, head, log, reply, body_sent).await;
             }
         };
-        tried.push(up.addr);
-        log.upstream = Some(up.addr);
+        tried.push(up.key.addr);
+        log.upstream = Some(up.key.addr);
         up.requests += 1;
-        let _lease = cx.worker.balancer.lease(up.addr);
+        let _lease = cx.worker.balancer.lease(up.key.addr);
         // 2. The request.
         let out = render::request(
             head,
@@ -521,7 +521,7 @@ async fn forward(
                 Ok(r) => Outcome::Status(r.status),
                 Err(_) => Outcome::Failed,
             };
-            cx.worker.balancer.report(cluster, up.addr, outcome);
+            cx.worker.balancer.report(cluster, up.key.addr, outcome);
         }
         let failure = match response {
             Ok(resp) => {
@@ -687,18 +687,16 @@ async fn acquire(
         }
         _ => None,
     };
-    let keys: Vec<Key> = addrs
-        .iter()
-        .map(|&addr| Key {
-            addr,
-            tls: tls
-                .as_ref()
-                .map(|(c, n)| (Arc::as_ptr(c) as usize, n.clone())),
-        })
-        .collect();
+    let key_for = |addr: SocketAddr| Key {
+        addr,
+        tls: tls
+            .as_ref()
+            .map(|(c, n)| (Arc::as_ptr(c) as usize, n.clone())),
+    };
     // Only the balancer's choice is reused from the pool (the rest are failover for connects):
     // reusing whichever endpoint has an idle connection would defeat the load balancer.
-    let checkout = || keys.first().and_then(|k| worker.pool.checkout(k, idle));
+    let first = addrs.first().map(|a| key_for(*a));
+    let checkout = || first.as_ref().and_then(|k| worker.pool.checkout(k, idle));
     if let Some(p) = checkout() {
         return Ok(p);
     }
@@ -744,7 +742,7 @@ async fn acquire(
     for &addr in &addrs {
         let table = &cx.snapshot.table;
         let tcp = match upstream::connect(addr, worker.settings.mark, timeout).await {
-            Ok(s) if worker.settings.is_self(&s, |p| table.serves_port(p)) => {
+            Ok(s) if worker.settings.is_self(&s, addr, |p| table.serves_port(p)) => {
                 last = UpstreamError::Loop;
                 continue;
             }
@@ -766,7 +764,7 @@ async fn acquire(
                 }
             },
         };
-        return Ok(worker.pool.adopt(slot, addr, io));
+        return Ok(worker.pool.adopt(slot, key_for(addr), io));
     }
     Err(Acquire::Failed(last))
 }
@@ -933,28 +931,7 @@ async fn relay_response(
             Dest::Original => None,
         }
         .unwrap_or(pool::DEFAULT_IDLE);
-        let origination = match dest {
-            Dest::Cluster(id, _) => cx.snapshot.tls.get(id),
-            Dest::Original => None,
-        };
-        let tls = match (&up.conn.io, origination) {
-            (
-                UpstreamIo::Tls(..),
-                Some(Origination {
-                    config: Ok(config),
-                    sni,
-                }),
-            ) => Some((
-                Arc::as_ptr(config) as usize,
-                match sni {
-                    Sni::Fixed(n) => n.clone(),
-                    Sni::FromHost => host_of(&head.authority),
-                },
-            )),
-            _ => None,
-        };
-        let key = Key { addr: up.addr, tls };
-        cx.worker.pool.put(key, up, idle);
+        cx.worker.pool.put(up, idle);
     }
     if client_close {
         Next::Close
