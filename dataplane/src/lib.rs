@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod admin;
 pub mod capture;
 pub mod cli;
+pub mod coarse_timer;
 pub mod config_files;
 pub mod conn;
 pub mod control;

@@ -11,6 +11,8 @@ use dataplane::cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Named so the linker keeps it: it tunes mimalloc before the first allocation.
+    std::hint::black_box(&dataplane::sys::TUNE_ALLOCATOR);
     let cli = Cli::parse();
     match &cli.command {
         Command::Validate(args) => dataplane::cli::validate(args),

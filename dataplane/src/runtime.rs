@@ -198,7 +198,9 @@ pub fn start(
                         rng: std::cell::RefCell::new(fastrand::Rng::new()),
                         metrics: crate::metrics::WorkerMetrics::new(metrics.clone(), id),
                         pool: crate::http::pool::Pool::default(),
+                        timer: crate::coarse_timer::CoarseTimer::default(),
                     });
+                    monoio::spawn(worker.timer.clone().sweep());
                     let publisher = worker.clone();
                     monoio::spawn(async move {
                         publisher
@@ -360,10 +362,17 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let table = local.current();
                 let tracked = drain.track();
-                let serve = conn::serve(worker.clone(), table, stream, peer);
+                // Two tasks per forwarded connection: setup (detection, routing, connecting),
+                // then forwarding, which keeps none of the setup's state. Each future is made
+                // inside its task: one made outside and awaited inside would be stored twice.
+                let worker = worker.clone();
                 monoio::spawn(async move {
-                    serve.await;
-                    drop(tracked);
+                    if let Some(handoff) = conn::serve(&worker, table, stream, peer).await {
+                        monoio::spawn(async move {
+                            let _tracked = tracked;
+                            conn::forward_connected(&worker, handoff).await;
+                        });
+                    }
                 });
             }
             Err(e) => {

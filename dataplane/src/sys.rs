@@ -1,6 +1,8 @@
 //! The crate's only `unsafe`: borrowing a runtime socket's file descriptor as a `socket2`
 //! reference (so socket options are read and set through socket2's safe API), and the
-//! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding.
+//! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
+//! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised;
+//! and one allocator option set before `main`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -8,6 +10,25 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::SockRef;
+
+/// mimalloc's `arena_eager_commit` option (the same index in mimalloc v2 and v3).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Run by the loader before `main`, so before mimalloc's first allocation reserves its arena:
+/// arena memory is committed on demand and purged pages are decommitted. With eager commit,
+/// pages freed after a connection's setup stay resident (3.8 kB of RSS per idle connection
+/// against 1.3 kB without, measured with 8,000 connections). The binary names this static so
+/// the linker keeps it.
+#[used]
+#[unsafe(link_section = ".init_array")]
+pub static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
+extern "C" fn tune_allocator() {
+    // SAFETY: mi_option_set only stores an integer in mimalloc's option table; it allocates
+    // nothing and is valid before mimalloc is initialised (the value then wins over the
+    // environment).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
 
 /// Run `f` with a `socket2` view of the socket behind `socket`.
 pub fn with_socket<R>(socket: &impl AsRawFd, f: impl FnOnce(&SockRef<'_>) -> R) -> R {
@@ -101,6 +122,18 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// Read what `socket` has into `buf`'s spare capacity without blocking (the socket must be
+/// non-blocking): `Ok(0)` at end of stream, `Err(WouldBlock)` when nothing is waiting. The bytes
+/// are appended to `buf`.
+pub fn recv_append(socket: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let len = buf.len();
+    let n = with_socket(socket, |s| s.recv(buf.spare_capacity_mut()))?;
+    // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity it was given, and
+    // `n` is at most that capacity, so `len + n` bytes of `buf` are initialised.
+    unsafe { buf.set_len(len + n) };
+    Ok(n)
 }
 
 #[cfg(test)]

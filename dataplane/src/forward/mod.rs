@@ -1,14 +1,19 @@
 //! Forwarding bytes both ways at once, the detection prefix first, half-close propagated, byte
 //! counts kept. Two ways to move bytes, chosen with `--forward`:
-//! - copy: buffers start at 2 KiB and double (to 256 KiB) while reads fill them, so bulk
-//!   streams get large buffers and idle connections stay small;
+//! - copy: readiness first, then non-blocking `recv`/`send` on the worker. An idle direction
+//!   waits for readiness holding no buffer (so an idle connection costs its task and two poll
+//!   operations, not buffers); a buffer is taken when bytes are waiting, starts at 2 KiB and
+//!   doubles (to 256 KiB) while reads fill it, and is released once the socket is drained;
 //! - splice ([`splice`]): socket -> pooled 1 MiB pipe -> socket, no copy through user space.
 
 pub mod splice;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
-use std::time::Duration;
+use std::io::ErrorKind;
+use std::pin::{Pin, pin};
+use std::time::{Duration, Instant};
+
+use crate::coarse_timer::CoarseTimer;
 
 /// How bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,34 +42,62 @@ pub struct Forwarded {
 /// survives when the other direction's failure cancels it.
 type Moved = std::cell::Cell<u64>;
 
-async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
-    r: &mut R,
-    w: &mut W,
-    moved: &Moved,
-) -> (u64, Option<std::io::Error>) {
-    let mut buf = Vec::with_capacity(MIN_BUFFER);
+/// Send all of `bytes` on the non-blocking socket `to`, waiting for room when it has none.
+async fn send_all(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match crate::sys::with_socket(to, |s| s.send(bytes)) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => to.writable(false).await?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copy `from` -> `to` until EOF, then half-close `to`. Both sockets are non-blocking.
+async fn copy(from: &TcpStream, to: &TcpStream, moved: &Moved) -> (u64, Option<std::io::Error>) {
+    let mut size = MIN_BUFFER;
+    // Empty (no allocation) while the direction is idle.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        let n = match res {
+        if buf.capacity() == 0 {
+            if let Err(e) = from.readable(false).await {
+                return (moved.get(), Some(e));
+            }
+            buf = Vec::with_capacity(size);
+        }
+        let n = match crate::sys::recv_append(from, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                buf = Vec::new();
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return (moved.get(), Some(e)),
         };
-        let full = n == buf.capacity();
-        let (res, b) = w.write_all(buf).await;
-        buf = b;
-        if let Err(e) = res {
+        if let Err(e) = send_all(to, &buf).await {
             return (moved.get(), Some(e));
         }
         moved.set(moved.get() + n as u64);
-        buf.clear();
-        if full && buf.capacity() < MAX_BUFFER {
-            buf.reserve_exact(buf.capacity() * 2);
+        if n == buf.capacity() {
+            // A full read: more is probably waiting. Keep the buffer, larger.
+            buf.clear();
+            if size < MAX_BUFFER {
+                size *= 2;
+                buf.reserve_exact(size);
+            }
+        } else {
+            // Drained: give the buffer back and wait for readiness without one.
+            if n < size / 2 {
+                size = (size / 2).max(MIN_BUFFER);
+            }
+            buf = Vec::new();
         }
     }
     // Half-close: the peer learns this direction is done; the other keeps flowing.
-    let _ = w.shutdown().await;
+    let _ = crate::sys::with_socket(to, |s| s.shutdown(std::net::Shutdown::Write));
     (moved.get(), None)
 }
 
@@ -72,22 +105,25 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
 /// other finish; one that fails (a reset, a write error) ends both at once, so the other side
 /// is closed too instead of waiting forever on a peer that will never hear of the failure.
 /// When neither direction moves a byte for `idle`, both end (the TCP idle timeout).
+///
+/// The directions are pinned by the caller and borrowed here: a future moved into this one and
+/// pinned again would be stored twice in the connection's task.
 async fn both(
-    up: impl Future<Output = (u64, Option<std::io::Error>)>,
-    down: impl Future<Output = (u64, Option<std::io::Error>)>,
+    mut up: Pin<&mut impl Future<Output = (u64, Option<std::io::Error>)>>,
+    mut down: Pin<&mut impl Future<Output = (u64, Option<std::io::Error>)>>,
     moved: (&Moved, &Moved),
     idle: Duration,
+    timer: &CoarseTimer,
 ) -> Forwarded {
-    let mut up = std::pin::pin!(up);
-    let mut down = std::pin::pin!(down);
     // The watchdog looks at the byte counts a few times per idle period: nothing on the
-    // data path pays for it.
-    let watchdog = async {
+    // data path pays for it, and its timer is the worker's coarse one (no runtime timer per
+    // connection).
+    let mut watchdog = pin!(async {
         let tick = (idle / 4).max(Duration::from_millis(10));
         let mut last = (moved.0.get(), moved.1.get());
         let mut quiet = Duration::ZERO;
         loop {
-            monoio::time::sleep(tick).await;
+            timer.sleep_until(Instant::now() + tick).await;
             let now = (moved.0.get(), moved.1.get());
             quiet = if now == last {
                 quiet + tick
@@ -99,14 +135,8 @@ async fn both(
                 return;
             }
         }
-    };
-    let mut watchdog = std::pin::pin!(watchdog);
-    let idle_error = || {
-        Some(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "idle timeout",
-        ))
-    };
+    });
+    let idle_error = || Some(std::io::Error::new(ErrorKind::TimedOut, "idle timeout"));
     let ((to_upstream, e1), (to_client, e2)) = monoio::select! {
         u = &mut up => match u.1 {
             Some(_) => (u, (moved.1.get(), None)),
@@ -134,65 +164,52 @@ async fn both(
 /// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection)
 /// upstream first, by `mode` (falling back to copying when no pipe can be had).
 pub async fn forward(
-    client: TcpStream,
-    mut upstream: TcpStream,
+    client: &TcpStream,
+    upstream: &TcpStream,
     prefix: Vec<u8>,
     mode: Mode,
     pipes: &splice::PipePool,
     idle: Duration,
+    timer: &CoarseTimer,
 ) -> Forwarded {
-    // splice(2) honours only the socket's own O_NONBLOCK (SPLICE_F_NONBLOCK covers the pipe):
-    // io_uring hands out accepted sockets in blocking mode, and a blocking splice would stall
-    // the whole worker. Both sockets must be non-blocking before any splice.
-    let nonblocking =
-        |s: &TcpStream| crate::sys::with_socket(s, |s| s.set_nonblocking(true)).is_ok();
-    let splice_ok = mode == Mode::Splice && nonblocking(&client) && nonblocking(&upstream);
-    let pipes = if splice_ok {
+    // Both ways of moving bytes make non-blocking system calls after a readiness wait: io_uring
+    // hands out sockets in blocking mode, and a blocking call would stall the whole worker.
+    let nonblocking = |s: &TcpStream| crate::sys::with_socket(s, |s| s.set_nonblocking(true));
+    if let Err(e) = nonblocking(client).and_then(|()| nonblocking(upstream)) {
+        return Forwarded {
+            error: Some(e),
+            ..Forwarded::default()
+        };
+    }
+    let prefix_len = prefix.len() as u64;
+    // Boxed: the prefix is sent once, and its state should not stay in the connection's task.
+    if let Err(e) = Box::pin(send_all(upstream, &prefix)).await {
+        return Forwarded {
+            error: Some(e),
+            ..Forwarded::default()
+        };
+    }
+    drop(prefix);
+    let pipes = if mode == Mode::Splice {
         pipes.take().and_then(|up| Ok((up, pipes.take()?))).ok()
     } else {
         None
     };
-    if let Some((up_pipe, down_pipe)) = pipes {
-        let prefix_len = prefix.len() as u64;
-        if !prefix.is_empty() {
-            let (res, _) = upstream.write_all(prefix).await;
-            if let Err(e) = res {
-                return Forwarded {
-                    error: Some(e),
-                    ..Forwarded::default()
-                };
-            }
-        }
-        let (sent, received) = (Moved::new(0), Moved::new(0));
-        let up = splice::direction(&client, &upstream, &up_pipe, &sent);
-        let down = splice::direction(&upstream, &client, &down_pipe, &received);
-        let mut done = both(up, down, (&sent, &received), idle).await;
-        done.to_upstream += prefix_len;
-        return done;
-    }
-    copy_both(client, upstream, prefix, idle).await
-}
-
-async fn copy_both(
-    client: TcpStream,
-    upstream: TcpStream,
-    prefix: Vec<u8>,
-    idle: Duration,
-) -> Forwarded {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut ur, mut uw) = upstream.into_split();
     let (sent, received) = (Moved::new(0), Moved::new(0));
-    let up = async {
-        if !prefix.is_empty() {
-            let len = prefix.len() as u64;
-            let (res, _) = uw.write_all(prefix).await;
-            if let Err(e) = res {
-                return (0, Some(e));
-            }
-            sent.set(len);
-        }
-        copy(&mut cr, &mut uw, &sent).await
+    let mut done = if let Some((up_pipe, down_pipe)) = pipes {
+        // Boxed: the copy path's state and the splice path's would not share space in this
+        // future, and every copied connection would carry both.
+        Box::pin(async {
+            let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));
+            let down = pin!(splice::direction(upstream, client, &down_pipe, &received));
+            both(up, down, (&sent, &received), idle, timer).await
+        })
+        .await
+    } else {
+        let up = pin!(copy(client, upstream, &sent));
+        let down = pin!(copy(upstream, client, &received));
+        both(up, down, (&sent, &received), idle, timer).await
     };
-    let down = copy(&mut ur, &mut cw, &received);
-    both(up, down, (&sent, &received), idle).await
+    done.to_upstream += prefix_len;
+    done
 }

@@ -956,12 +956,13 @@ async fn tunnel(
     let to_upstream = client.take_data();
     let _ = upstream.flush().await;
     let _done = crate::forward::forward(
-        client.io,
-        upstream,
+        &client.io,
+        &upstream,
         to_upstream,
         cx.worker.settings.forward,
         &cx.worker.pipes,
         cx.worker.settings.stream_idle_timeout,
+        &cx.worker.timer,
     )
     .await;
 }

@@ -1,0 +1,214 @@
+//! A per-worker timer for the long timeouts that every open connection holds at once (the TCP
+//! idle timeout). A runtime timer (`monoio::time::sleep`) is 640 bytes, cache-line padded, and
+//! would be stored in every connection's task; an entry here is a deadline and a waker in one
+//! slab, and one sweeper task per worker wakes the entries that are due.
+//!
+//! Precision: an entry is woken at or after its deadline, within [`SWEEP_MIN`] when the sweeper
+//! is already due sooner, otherwise as soon as the registration wakes the sweeper.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+/// The sweeper never sleeps longer than this, so a stale plan costs at most one extra sweep.
+const SWEEP_MAX: Duration = Duration::from_secs(1);
+/// Nor shorter: deadlines closer together than this are served by one sweep.
+const SWEEP_MIN: Duration = Duration::from_millis(5);
+
+#[derive(Default)]
+struct Inner {
+    entries: Slab<(Instant, Option<Waker>)>,
+    /// When the sweeper plans to wake, and how to wake it sooner.
+    planned: Option<Instant>,
+    sweeper: Option<Waker>,
+}
+
+/// A worker's coarse timer: cheap to clone (an `Rc`).
+#[derive(Clone, Default)]
+pub struct CoarseTimer {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for CoarseTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoarseTimer")
+            .field("entries", &self.inner.borrow().entries.len())
+            .finish()
+    }
+}
+
+impl CoarseTimer {
+    /// Wake the entries that are due, forever. Spawn once per worker, on its runtime.
+    pub async fn sweep(self) {
+        loop {
+            let next = {
+                let mut inner = self.inner.borrow_mut();
+                let now = Instant::now();
+                let mut next = now + SWEEP_MAX;
+                for (_, (deadline, waker)) in &mut inner.entries {
+                    if *deadline <= now {
+                        if let Some(w) = waker.take() {
+                            w.wake();
+                        }
+                    } else {
+                        next = next.min(*deadline);
+                    }
+                }
+                let next = next.max(now + SWEEP_MIN);
+                inner.planned = Some(next);
+                next
+            };
+            Sweep {
+                timer: &self,
+                sleep: Box::pin(monoio::time::sleep_until(next.into())),
+            }
+            .await;
+        }
+    }
+
+    /// A future that completes at (or soon after) `deadline`.
+    pub fn sleep_until(&self, deadline: Instant) -> SleepUntil<'_> {
+        SleepUntil {
+            timer: self,
+            deadline,
+            key: None,
+        }
+    }
+
+    /// Entries registered now (for tests).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().entries.len()
+    }
+
+    /// Whether no entry is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The sweeper's wait: the runtime timer, or a registration due sooner than planned.
+struct Sweep<'t> {
+    timer: &'t CoarseTimer,
+    sleep: Pin<Box<monoio::time::Sleep>>,
+}
+
+impl Future for Sweep<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.timer.inner.borrow_mut();
+        if inner.planned.is_none() {
+            // A registration cancelled the plan: sweep now.
+            return Poll::Ready(());
+        }
+        inner.sweeper = Some(cx.waker().clone());
+        drop(inner);
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+/// See [`CoarseTimer::sleep_until`].
+pub struct SleepUntil<'t> {
+    timer: &'t CoarseTimer,
+    deadline: Instant,
+    key: Option<usize>,
+}
+
+impl Future for SleepUntil<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline;
+        let mut inner = self.timer.inner.borrow_mut();
+        match self.key {
+            Some(key) => inner.entries[key].1 = Some(cx.waker().clone()),
+            None => {
+                let key = inner.entries.insert((deadline, Some(cx.waker().clone())));
+                // Due before the sweeper's next wake: have it plan again.
+                if inner.planned.is_some_and(|p| deadline < p) {
+                    inner.planned = None;
+                    if let Some(w) = inner.sweeper.take() {
+                        w.wake();
+                    }
+                }
+                drop(inner);
+                self.key = Some(key);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for SleepUntil<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.timer.inner.borrow_mut().entries.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn entries_wake_at_their_deadlines_in_order_and_deregister() {
+        runtime().block_on(async {
+            let timer = CoarseTimer::default();
+            monoio::spawn(timer.clone().sweep());
+            let start = Instant::now();
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            // Registered latest first: each registration is due before the sweeper's plan.
+            for ms in [300u64, 120, 40] {
+                let (timer, order) = (timer.clone(), order.clone());
+                tasks.push(monoio::spawn(async move {
+                    timer.sleep_until(start + Duration::from_millis(ms)).await;
+                    order.borrow_mut().push((ms, start.elapsed()));
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let order = order.borrow();
+            assert_eq!(
+                order.iter().map(|(ms, _)| *ms).collect::<Vec<_>>(),
+                [40, 120, 300]
+            );
+            for (ms, at) in order.iter() {
+                assert!(*at >= Duration::from_millis(*ms), "{ms} ms woke at {at:?}");
+            }
+            assert!(timer.is_empty(), "finished sleeps leave no entry");
+        });
+    }
+
+    #[test]
+    fn a_dropped_sleep_leaves_no_entry() {
+        runtime().block_on(async {
+            let timer = CoarseTimer::default();
+            monoio::spawn(timer.clone().sweep());
+            let far = timer.sleep_until(Instant::now() + Duration::from_secs(3600));
+            let mut far = Box::pin(far);
+            monoio::select! {
+                () = &mut far => panic!("an hour passed"),
+                () = monoio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            assert_eq!(timer.len(), 1);
+            drop(far);
+            assert!(timer.is_empty());
+        });
+    }
+}
