@@ -26,6 +26,8 @@ use crate::snapshot::Snapshot;
 /// burst of events within a few milliseconds; the S8 goal is a publish within 100 ms of the
 /// change, so the wait is short.
 const DEBOUNCE: Duration = Duration::from_millis(30);
+/// How often the control thread frees retired snapshots that nothing holds any more.
+const RETIRE_SWEEP: Duration = Duration::from_secs(1);
 
 /// Where the configuration comes from and how it is compiled.
 #[derive(Debug, Clone)]
@@ -202,13 +204,24 @@ pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> 
         .spawn(move || {
             // Kept alive for the thread's lifetime.
             let _watcher = watcher;
-            while let Ok(why) = rx.recv() {
+            // Snapshots replaced by a reload, kept here until no worker or connection holds
+            // them, so the last reference (and freeing a large table) is dropped on this
+            // thread, never on a worker.
+            let mut retired: Vec<Arc<Snapshot>> = Vec::new();
+            loop {
+                retired.retain(|s| Arc::strong_count(s) > 1);
+                let why = match rx.recv_timeout(RETIRE_SWEEP) {
+                    Ok(why) => why,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
                 let first_event = std::time::Instant::now();
                 // Debounce: an editor's save or a ConfigMap swap is several events.
                 while rx.recv_timeout(DEBOUNCE).is_ok() {}
                 let started = std::time::Instant::now();
                 match loader.load() {
                     Ok(table) => {
+                        retired.push(admin.published.current());
                         let generation = admin.published.publish(Snapshot::build(table));
                         tracing::info!(
                             generation,
