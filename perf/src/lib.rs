@@ -1,6 +1,6 @@
 //! `dataplane-perf`: benchmark support. Synthetic configurations of a chosen size for the
-//! criterion benches (route lookup, compilation); the load harness against peers will live here
-//! too.
+//! criterion benches (route lookup, compilation), and what the load generators in `src/bin`
+//! share (a TLS client configuration).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
@@ -106,6 +106,25 @@ pub fn service_entries_yaml(n: usize) -> String {
         }
     }
     out
+}
+
+/// A rustls client configuration (ring) trusting only the PEM certificates in `ca`; panics with
+/// the file's name when it cannot be read (the load generators' arguments are checked by use).
+pub fn tls_client_config(ca: &str) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("{ca}: {e}")) {
+        roots
+            .add(cert.unwrap_or_else(|e| panic!("{ca}: {e}")))
+            .unwrap_or_else(|e| panic!("{ca}: {e}"));
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_root_certificates(roots)
+    .with_no_client_auth()
 }
 
 #[cfg(test)]

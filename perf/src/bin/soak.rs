@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
 const ECHO_ORIGIN: &str = "127.0.0.1:19001";
 const TCP_VIA_PROXY: &str = "127.0.0.60:19100";
@@ -243,21 +243,7 @@ fn main() {
     let ca: String = arg(7, "ca");
     echo_origin();
     std::thread::sleep(Duration::from_millis(200));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca).unwrap_or_else(|e| panic!("{ca}: {e}")) {
-        roots
-            .add(cert.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let config = Arc::new(dataplane_perf::tls_client_config(&ca));
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
 fn arg(i: usize) -> String {
     std::env::args().nth(i).unwrap_or_else(|| {
@@ -26,21 +26,7 @@ fn main() {
     let streams: usize = arg(4).parse().unwrap_or(1);
     let seconds: u64 = arg(5).parse().unwrap_or(5);
     let ca = arg(6);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca).unwrap_or_else(|e| panic!("{ca}: {e}")) {
-        roots
-            .add(cert.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let config = Arc::new(dataplane_perf::tls_client_config(&ca));
     let name = ServerName::try_from(sni.clone()).unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
 fn arg(i: usize) -> String {
     std::env::args().nth(i).unwrap_or_else(|| {
@@ -25,19 +25,7 @@ fn main() {
     let concurrency: usize = arg(3).parse().unwrap_or(16);
     let seconds: u64 = arg(4).parse().unwrap_or(5);
     let ca = arg(5);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca).unwrap_or_else(|e| panic!("{ca}: {e}")) {
-        roots
-            .add(cert.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap_or_else(|e| panic!("{e}"))
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = dataplane_perf::tls_client_config(&ca);
     // Every connection pays a full handshake, as a new client would.
     config.resumption = rustls::client::Resumption::disabled();
     let connector = monoio_rustls::TlsConnector::from(Arc::new(config));
