@@ -55,9 +55,29 @@ async fn send_all(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Full reads in a row after which a direction lets the worker's other tasks run: with sockets
+/// that always have bytes and room, no wait would ever give the worker back.
+const YIELD_AFTER: u32 = 16;
+
+/// Return to the runtime once, to be polled again after the tasks already woken.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// Copy `from` -> `to` until EOF, then half-close `to`. Both sockets are non-blocking.
 async fn copy(from: &TcpStream, to: &TcpStream, moved: &Moved) -> (u64, Option<std::io::Error>) {
     let mut size = MIN_BUFFER;
+    let mut streak = 0u32;
     // Empty (no allocation) while the direction is idle.
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -88,7 +108,13 @@ async fn copy(from: &TcpStream, to: &TcpStream, moved: &Moved) -> (u64, Option<s
                 size *= 2;
                 buf.reserve_exact(size);
             }
+            streak += 1;
+            if streak == YIELD_AFTER {
+                streak = 0;
+                yield_now().await;
+            }
         } else {
+            streak = 0;
             // Drained: give the buffer back and wait for readiness without one.
             if n < size / 2 {
                 size = (size / 2).max(MIN_BUFFER);
