@@ -208,8 +208,7 @@ pub async fn forward(
         };
     }
     let prefix_len = prefix.len() as u64;
-    // Boxed: the prefix is sent once, and its state should not stay in the connection's task.
-    if let Err(e) = Box::pin(send_all(upstream, &prefix)).await {
+    if let Err(e) = send_all(upstream, &prefix).await {
         return Forwarded {
             error: Some(e),
             ..Forwarded::default()
@@ -223,14 +222,9 @@ pub async fn forward(
     };
     let (sent, received) = (Moved::new(0), Moved::new(0));
     let mut done = if let Some((up_pipe, down_pipe)) = pipes {
-        // Boxed: the copy path's state and the splice path's would not share space in this
-        // future, and every copied connection would carry both.
-        Box::pin(async {
-            let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));
-            let down = pin!(splice::direction(upstream, client, &down_pipe, &received));
-            both(up, down, (&sent, &received), idle, timer).await
-        })
-        .await
+        let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));
+        let down = pin!(splice::direction(upstream, client, &down_pipe, &received));
+        both(up, down, (&sent, &received), idle, timer).await
     } else {
         let up = pin!(copy(client, upstream, &sent));
         let down = pin!(copy(upstream, client, &received));
