@@ -113,37 +113,41 @@ struct Parsed {
 }
 
 impl ParseCache {
-    /// Decode `source` (file `index` of this load), or copy what the last load decoded from
-    /// the same bytes.
-    fn parse(&mut self, index: usize, source: &Source) -> (Vec<load::Object>, Vec<Finding>) {
-        if let Some(p) = self.files.get(&source.name)
-            && p.bytes == source.bytes
-        {
-            let mut objects = p.objects.clone();
-            let mut findings = p.findings.clone();
-            for o in &mut objects {
-                o.origin.file = index;
+    /// Make the cache hold `source` (file `index` of this load): decoded again only when its
+    /// bytes changed since the last load; either way its objects and findings now say `index`.
+    fn refresh(&mut self, index: usize, source: &Source) {
+        match self.files.get_mut(&source.name) {
+            Some(p) if p.bytes == source.bytes => p.set_file(index),
+            _ => {
+                let parsed = Parsed::new(index, source);
+                self.files.insert(source.name.clone(), parsed);
             }
-            for f in &mut findings {
-                f.origin.file = index;
-            }
-            return (objects, findings);
         }
-        let (objects, findings) = load::parse_source(index, source);
-        self.files.insert(
-            source.name.clone(),
-            Parsed {
-                bytes: source.bytes.clone(),
-                objects: objects.clone(),
-                findings: findings.clone(),
-            },
-        );
-        (objects, findings)
     }
 
     fn keep_only(&mut self, sources: &[Source]) {
         self.files
             .retain(|name, _| sources.iter().any(|s| &s.name == name));
+    }
+}
+
+impl Parsed {
+    fn new(index: usize, source: &Source) -> Self {
+        let (objects, findings) = load::parse_source(index, source);
+        Self {
+            bytes: source.bytes.clone(),
+            objects,
+            findings,
+        }
+    }
+
+    fn set_file(&mut self, index: usize) {
+        for o in &mut self.objects {
+            o.origin.file = index;
+        }
+        for f in &mut self.findings {
+            f.origin.file = index;
+        }
     }
 }
 
@@ -161,7 +165,7 @@ fn build_inner(
     sources: &[Source],
     mesh: Option<&Source>,
     opts: &Options<'_>,
-    mut cache: Option<&mut ParseCache>,
+    cache: Option<&mut ParseCache>,
 ) -> Build {
     let mut findings = Vec::new();
     let mut mesh_settings = Mesh::default();
@@ -179,20 +183,35 @@ fn build_inner(
         lines::resolve(&String::from_utf8_lossy(&m.bytes), &mut found);
         findings.extend(found);
     }
-    let mut objects = Vec::new();
-    let mut file_findings = Vec::new();
+    // Every file is decoded into the cache (a throwaway one without `cache`), and validation
+    // borrows the decoded objects from there: an unchanged file costs no copy. A file named
+    // twice in one load is decoded again for its second place.
+    let mut throwaway = ParseCache::default();
+    let cache = cache.unwrap_or(&mut throwaway);
+    let mut named = rustc_hash::FxHashSet::default();
+    let mut again: Vec<(usize, Parsed)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let (objs, found) = match cache.as_deref_mut() {
-            Some(c) => c.parse(i, source),
-            None => load::parse_source(i, source),
-        };
-        objects.extend(objs);
-        file_findings.extend(found);
+        if named.insert(source.name.as_str()) {
+            cache.refresh(i, source);
+        } else {
+            again.push((i, Parsed::new(i, source)));
+        }
     }
-    if let Some(c) = cache {
-        c.keep_only(sources);
-    }
-    let mut seen: std::collections::HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
+    cache.keep_only(sources);
+    let parsed: Vec<&Parsed> = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match again.iter().find(|(j, _)| *j == i) {
+            Some((_, p)) => Some(p),
+            None => cache.files.get(&s.name),
+        })
+        .collect();
+    let objects: Vec<&load::Object> = parsed.iter().flat_map(|p| &p.objects).collect();
+    let mut file_findings: Vec<Finding> = parsed
+        .iter()
+        .flat_map(|p| p.findings.iter().cloned())
+        .collect();
+    let mut seen: rustc_hash::FxHashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
     seen.extend(file_findings.iter().filter_map(|f| f.object.as_ref()));
     let objects_seen = seen.len();
     let ctx = validate::Context {
@@ -201,7 +220,7 @@ fn build_inner(
         reserved_ports: opts.reserved_ports,
         file_exists: opts.file_exists,
     };
-    let registry = validate::validate(objects, &ctx, &mut file_findings);
+    let registry = validate::validate(&objects, &ctx, &mut file_findings);
     file_findings.sort_by_key(|f| f.origin.file);
     for (i, source) in sources.iter().enumerate() {
         let start = file_findings.partition_point(|f| f.origin.file < i);

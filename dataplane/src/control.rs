@@ -8,7 +8,6 @@
 //! temporary file and rename it, and Kubernetes ConfigMap updates that swap the `..data`
 //! symlink, are seen.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use dataplane_config::table::RouteTable;
 use dataplane_config::{ObjectKey, Options};
 use notify::Watcher;
+use rustc_hash::FxHashMap;
 
 use crate::admin::{AdminState, ReloadStatus};
 use crate::config_files;
@@ -47,7 +47,7 @@ pub struct Sources {
 pub struct Loader {
     sources: Sources,
     /// Object -> generation in which it first appeared.
-    ages: HashMap<ObjectKey, u64>,
+    ages: FxHashMap<ObjectKey, u64>,
     /// The generation the next successful load becomes.
     next: u64,
     /// Decoded files of the last load.
@@ -59,7 +59,7 @@ impl Loader {
     pub fn new(sources: Sources) -> Self {
         Self {
             sources,
-            ages: HashMap::new(),
+            ages: FxHashMap::default(),
             next: 1,
             cache: dataplane_config::ParseCache::default(),
         }
@@ -88,8 +88,8 @@ impl Loader {
             return Err(built.error_messages());
         };
         // Ages survive for objects still present; an object that comes back later is new.
-        let mut ages: HashMap<ObjectKey, u64> =
-            HashMap::with_capacity(built.registry.objects.len());
+        let mut ages: FxHashMap<ObjectKey, u64> = FxHashMap::default();
+        ages.reserve(built.registry.objects.len());
         for key in &built.registry.objects {
             ages.insert(
                 key.clone(),

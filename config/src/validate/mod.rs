@@ -10,13 +10,12 @@ pub mod names;
 mod service_entry;
 mod virtual_service;
 
-use std::collections::HashMap;
-
 use crate::duration;
 use crate::finding::{Code, Finding, Findings, ObjectKey};
 use crate::load::{Object, Spec};
 use crate::model::{EnumValue, MeshConfig};
 use crate::spec::{DestinationRule, Mesh, OutboundPolicy, ServiceEntry, VirtualService};
+use rustc_hash::FxHashMap;
 
 /// The proxy's own ports, which ServiceEntries should not use (Decisions 2).
 pub const RESERVED_PORTS: &[u16] = &[15000, 15001, 15006, 15020, 15021, 15090];
@@ -148,10 +147,11 @@ pub fn mesh(config: &MeshConfig, out: &mut Findings<'_>) -> Mesh {
 
 /// Validate every object. Duplicates (same kind/namespace/name): the later wins, with a
 /// warning.
-pub fn validate(objects: Vec<Object>, ctx: &Context<'_>, findings: &mut Vec<Finding>) -> Registry {
-    let mut latest: HashMap<ObjectKey, usize> = HashMap::with_capacity(objects.len());
+pub fn validate(objects: &[&Object], ctx: &Context<'_>, findings: &mut Vec<Finding>) -> Registry {
+    let mut latest: FxHashMap<&ObjectKey, usize> = FxHashMap::default();
+    latest.reserve(objects.len());
     for (i, o) in objects.iter().enumerate() {
-        if let Some(prev) = latest.insert(o.key.clone(), i) {
+        if let Some(prev) = latest.insert(&o.key, i) {
             let p = &objects[prev];
             Findings::new(findings, &o.file, o.origin, Some(o.key.clone())).push(
                 Code::DUPLICATE_OBJECT,
