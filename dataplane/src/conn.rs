@@ -123,12 +123,23 @@ pub async fn serve(
     }
 }
 
-/// Forward a connected connection's bytes until both sides are done, then log it.
+/// The forwarding task of a connected connection: forward its bytes until both sides are done,
+/// then log it. `tracked` counts it for the drain until it ends.
+///
+/// This future is the task, spawned as it is: wrapped in another `async` block, the handoff
+/// would be stored twice (once captured by the wrapper, once moved into this), and the task
+/// would be 1,792 bytes instead of 1,536 (one allocator size class up; S9).
 #[allow(clippy::manual_async_fn)] // deliberate: see the comment below
-pub fn forward_connected(worker: &Worker, mut handoff: Handoff) -> impl Future<Output = ()> + '_ {
+pub fn forward_connected(
+    worker: Rc<Worker>,
+    mut handoff: Handoff,
+    tracked: crate::drain::Tracked,
+) -> impl Future<Output = ()> + 'static {
     // An async block over the moved-in handoff: an `async fn` with a `mut` parameter stores it
     // twice.
     async move {
+        let _tracked = tracked;
+        let worker = &*worker;
         // Fields are borrowed, not moved out: moved-out copies would be stored beside the original.
         let c = &mut handoff.connected;
         let _lease = worker.balancer.lease(c.addr);
@@ -520,12 +531,15 @@ mod tests {
             };
             // Every idle forwarded connection carries this future (S9: <= 2 KB of userspace
             // per idle connection).
-            let forwarding = forward_connected(&worker, handoff);
+            let (drain, _requests) = crate::drain::Drain::new(1);
+            let tracked = drain.worker(0).track();
+            let forwarding = forward_connected(worker.clone(), handoff, tracked);
             let size = size_of_val(&forwarding);
             eprintln!("forwarding future: {size} bytes");
-            // 1,440 bytes (2026-11-24).
+            // 1,360 bytes (2026-11-24). The task adds 40 bytes to its future, and mimalloc's
+            // size classes near here are 1,280, 1,536 and 1,792 bytes.
             assert!(
-                size <= 1792,
+                size <= 1536 - 40,
                 "the per-connection future grew to {size} bytes"
             );
         });

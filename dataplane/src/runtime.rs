@@ -374,10 +374,7 @@ async fn accept_loop(
                 let worker = worker.clone();
                 monoio::spawn(async move {
                     if let Some(handoff) = conn::serve(&worker, table, stream, peer).await {
-                        monoio::spawn(async move {
-                            let _tracked = tracked;
-                            conn::forward_connected(&worker, handoff).await;
-                        });
+                        monoio::spawn(conn::forward_connected(worker, handoff, tracked));
                     }
                 });
             }

@@ -75,6 +75,9 @@ async fn yield_now() {
 }
 
 /// Copy `from` -> `to` until EOF, then half-close `to`. Both sockets are non-blocking.
+///
+/// The send loop is written out here rather than awaited as [`send_all`]: a nested future
+/// would keep its own copy of the state, and every idle connection carries two of these.
 async fn copy(from: &TcpStream, to: &TcpStream, moved: &Moved) -> (u64, Option<std::io::Error>) {
     let mut size = MIN_BUFFER;
     let mut streak = 0u32;
@@ -97,8 +100,18 @@ async fn copy(from: &TcpStream, to: &TcpStream, moved: &Moved) -> (u64, Option<s
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return (moved.get(), Some(e)),
         };
-        if let Err(e) = send_all(to, &buf).await {
-            return (moved.get(), Some(e));
+        let mut sent = 0;
+        while sent < n {
+            match crate::sys::with_socket(to, |s| s.send(&buf[sent..])) {
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if let Err(e) = to.writable(false).await {
+                        return (moved.get(), Some(e));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return (moved.get(), Some(e)),
+            }
         }
         moved.set(moved.get() + n as u64);
         if n == buf.capacity() {
@@ -220,16 +233,30 @@ pub async fn forward(
     } else {
         None
     };
-    let (sent, received) = (Moved::new(0), Moved::new(0));
-    let mut done = if let Some((up_pipe, down_pipe)) = pipes {
-        let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));
-        let down = pin!(splice::direction(upstream, client, &down_pipe, &received));
-        both(up, down, (&sent, &received), idle, timer).await
+    let mut done = if let Some(pipes) = pipes {
+        // Boxed: inline, the splice state (pipes and their directions) would be reserved in
+        // every copying connection's task too.
+        Box::pin(spliced(client, upstream, pipes, idle, timer)).await
     } else {
+        let (sent, received) = (Moved::new(0), Moved::new(0));
         let up = pin!(copy(client, upstream, &sent));
         let down = pin!(copy(upstream, client, &received));
         both(up, down, (&sent, &received), idle, timer).await
     };
     done.to_upstream += prefix_len;
     done
+}
+
+/// Both directions through the two pipes.
+async fn spliced(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    (up_pipe, down_pipe): (splice::Pipe<'_>, splice::Pipe<'_>),
+    idle: Duration,
+    timer: &CoarseTimer,
+) -> Forwarded {
+    let (sent, received) = (Moved::new(0), Moved::new(0));
+    let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));
+    let down = pin!(splice::direction(upstream, client, &down_pipe, &received));
+    both(up, down, (&sent, &received), idle, timer).await
 }
