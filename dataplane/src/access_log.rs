@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -114,6 +114,10 @@ pub fn flush_all() {
 pub struct Entry {
     /// Start, milliseconds since the Unix epoch.
     pub start_ms: u128,
+    /// Start, for the duration (kept here rather than beside the record: the forwarding task
+    /// of every idle connection would carry it).
+    #[serde(skip)]
+    pub started: Option<Instant>,
     /// Client address.
     pub source: Option<SocketAddr>,
     /// Original destination.
@@ -172,9 +176,15 @@ impl Entry {
             .map_or(0, |d| d.as_millis());
         Self {
             start_ms,
+            started: Some(Instant::now()),
             outcome: "error",
             ..Self::default()
         }
+    }
+
+    /// Time since [`Entry::start`].
+    pub fn elapsed(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| s.elapsed())
     }
 
     /// Write the record as one line.

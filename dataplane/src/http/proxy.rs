@@ -953,15 +953,14 @@ async fn tunnel(
             return;
         }
     }
-    let to_upstream = client.take_data();
+    let mut to_upstream = client.take_data();
     let _ = upstream.flush().await;
     let _done = crate::forward::forward(
         &client.io,
         &upstream,
-        to_upstream,
-        cx.worker.settings.forward,
-        &cx.worker.pipes,
-        cx.worker.settings.stream_idle_timeout,
+        &mut to_upstream,
+        cx.worker.splice_pipes(),
+        &cx.worker.settings.stream_idle_timeout,
         &cx.worker.timer,
     )
     .await;
