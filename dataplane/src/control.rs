@@ -156,7 +156,11 @@ fn concerns(targets: &[WatchTarget], path: &Path) -> bool {
 
 /// Start the control thread: reload on SIGHUP and on changes, publish to `admin.published`, and
 /// record each outcome for `/config_dump`.
-pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> {
+///
+/// `workers` is the number of worker threads (pinned to cores 0, 1, ...): when the machine has
+/// more cores than that, the control thread keeps off the workers' cores, so a reload takes
+/// no time from a worker.
+pub fn spawn(mut loader: Loader, admin: Arc<AdminState>, workers: usize) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel::<&'static str>();
     let signal_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
@@ -202,6 +206,10 @@ pub fn spawn(mut loader: Loader, admin: Arc<AdminState>) -> std::io::Result<()> 
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if workers < cores {
+                let _ = monoio::utils::bind_to_cpu_set(workers..cores);
+            }
             // Kept alive for the thread's lifetime.
             let _watcher = watcher;
             // Snapshots replaced by a reload, kept here until no worker or connection holds

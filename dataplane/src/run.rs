@@ -219,7 +219,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         acks: acks.clone(),
         metrics: metrics.clone(),
     });
-    if let Err(e) = crate::control::spawn(loader, admin.clone()) {
+    if let Err(e) = crate::control::spawn(loader, admin.clone(), workers) {
         tracing::error!("cannot start the control thread: {e}");
         return ExitCode::FAILURE;
     }

@@ -150,7 +150,9 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
         vss,
         vs_index,
         drs,
-        clusters: Vec::new(),
+        // One cluster per service port at least: reserved, since growing a vector of 10,000
+        // clusters copies it over and over (a measurable part of a reload).
+        clusters: Vec::with_capacity(ses.iter().map(|s| s.hosts.len() * s.ports.len()).sum()),
         cluster_index: FxHashMap::default(),
         http_configs: Vec::new(),
         ports: BTreeMap::new(),
