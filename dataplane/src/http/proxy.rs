@@ -66,7 +66,6 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
     let mut client = Buffered::new(client, initial);
     let mut served = 0;
     loop {
-        let started = Instant::now();
         let mut log = Entry::start();
         log.source = cx.source;
         log.destination = Some(cx.dst);
@@ -77,7 +76,7 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
                 let reply = LocalReply::new(status, "", "-", why);
                 let _ = answer(&mut client.io, &mut log, &reply, true).await;
                 log.reason = Some(format!("{status}: {why}"));
-                finish(cx, log, started);
+                finish(cx, log);
                 served += 1;
                 break;
             }
@@ -87,7 +86,7 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
         log.path = Some(head.target.clone());
         log.host = Some(head.authority.clone());
         let next = exchange(cx, &mut client, &head, &mut log).await;
-        finish(cx, log, started);
+        finish(cx, log);
         served += 1;
         match next {
             Next::KeepAlive if !head.close => client.shrink(),
@@ -101,9 +100,10 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
     served
 }
 
-fn finish(cx: &Conn<'_>, log: Entry, started: Instant) {
-    cx.worker.metrics.request(&log, started.elapsed());
-    log.emit(started.elapsed());
+fn finish(cx: &Conn<'_>, log: Entry) {
+    let elapsed = log.elapsed();
+    cx.worker.metrics.request(&log, elapsed);
+    log.emit(elapsed);
 }
 
 enum HeadRead {
