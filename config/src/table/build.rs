@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
+use super::rule_index::RuleIndex;
 use super::{
     CatchAll, ChainGroup, Cluster, ClusterId, CompiledHttpRoute, DnsTarget, EndpointSocket,
     HttpConfigId, HttpRouteConfig, PortRoutes, RouteTable, StaticEndpoint, Target, TcpRule,
@@ -67,7 +68,8 @@ struct Builder<'r, 'o> {
     vss: Vec<&'r VirtualService>,
     /// Which VirtualService (index in `vss`) applies to a host: the first whose hosts match.
     vs_index: host::FirstMatch<'r>,
-    drs: Vec<&'r DestinationRule>,
+    /// Which DestinationRule applies to a host.
+    rules: RuleIndex<'r>,
     clusters: Vec<Cluster>,
     cluster_index: FxHashMap<(usize, u16, Option<String>), ClusterId>,
     http_configs: Vec<HttpRouteConfig>,
@@ -140,6 +142,7 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
     by_age(&mut vss, |v| &v.key, age);
     let mut drs: Vec<&DestinationRule> = reg.destination_rules.iter().collect();
     by_age(&mut drs, |d| &d.key, age);
+    let rules = RuleIndex::new(&drs, ns);
 
     let vs_index = host::FirstMatch::new(vss.iter().map(|vs| vs.hosts.iter().map(String::as_str)));
     let mut b = Builder {
@@ -149,7 +152,7 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
         by_host: FxHashMap::default(),
         vss,
         vs_index,
-        drs,
+        rules,
         // One cluster per service port at least: reserved, since growing a vector of 10,000
         // clusters copies it over and over (a measurable part of a reload).
         clusters: Vec::with_capacity(ses.iter().map(|s| s.hosts.len() * s.ports.len()).sum()),
@@ -247,31 +250,7 @@ impl<'r> Builder<'r, '_> {
     /// root namespace; inside one, an exact host beats the longest wildcard; ties: oldest.
     fn destination_rule(&self, host: &str, service_ns: &str) -> Option<&'r DestinationRule> {
         let root = self.reg.mesh.root_namespace.as_str();
-        for ns in [self.opts.namespace, service_ns, root] {
-            let mut best: Option<(&'r DestinationRule, usize)> = None;
-            for dr in self
-                .drs
-                .iter()
-                .filter(|d| d.key.namespace == ns && d.export_to.visible_to(self.opts.namespace))
-            {
-                let score = if dr.host == host {
-                    usize::MAX
-                } else if dr.host == "*" {
-                    0
-                } else if host::is_wildcard(&dr.host) && host::subset_of(host, &dr.host) {
-                    dr.host.len()
-                } else {
-                    continue;
-                };
-                if best.is_none_or(|(_, s)| score > s) {
-                    best = Some((dr, score));
-                }
-            }
-            if let Some((dr, _)) = best {
-                return Some(dr);
-            }
-        }
-        None
+        self.rules.find(host, self.opts.namespace, service_ns, root)
     }
 
     fn virtual_service_for(&self, host: &str) -> Option<&'r VirtualService> {

@@ -20,6 +20,7 @@
 mod build;
 pub mod cidr;
 pub mod host;
+mod rule_index;
 mod view;
 
 use std::net::{IpAddr, SocketAddr};
