@@ -113,14 +113,16 @@ pub fn flush_all() {
 #[derive(Debug, Default, Serialize)]
 pub struct Entry {
     /// Start, milliseconds since the Unix epoch.
-    pub start_ms: u128,
+    pub start_ms: u64,
     /// Start, for the duration (kept here rather than beside the record: the forwarding task
     /// of every idle connection would carry it).
     #[serde(skip)]
     pub started: Option<Instant>,
     /// Client address.
+    #[serde(serialize_with = "address")]
     pub source: Option<SocketAddr>,
     /// Original destination.
+    #[serde(serialize_with = "address")]
     pub destination: Option<SocketAddr>,
     /// SNI, when a ClientHello was read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +147,7 @@ pub struct Entry {
     pub cluster: Option<String>,
     /// The upstream address connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "address")]
     pub upstream: Option<SocketAddr>,
     /// Bytes client -> upstream.
     pub bytes_sent: u64,
@@ -160,7 +163,7 @@ pub struct Entry {
     #[serde(skip)]
     pub connected: bool,
     /// Duration in milliseconds.
-    pub duration_ms: u128,
+    pub duration_ms: u64,
     /// `forwarded`, `denied`, `local_reply` or `error`.
     pub outcome: &'static str,
     /// Why, for anything but a clean forward.
@@ -168,12 +171,50 @@ pub struct Entry {
     pub reason: Option<String>,
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An address as the log writes it (`1.2.3.4:5`, `[::1]:5`, or `null`). IPv4 addresses are
+/// written digit by digit: through `Display`, the three addresses of each line were about half
+/// of the line's encoding and 2-3% of an HTTP request's CPU.
+fn address<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        None => s.serialize_none(),
+        Some(SocketAddr::V4(v4)) => {
+            let mut text = [0u8; 21]; // 255.255.255.255:65535
+            let len = write_v4(v4, &mut text);
+            s.serialize_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
+        }
+        Some(v6) => s.collect_str(v6),
+    }
+}
+
+/// Write `a` into `out`; the length written.
+fn write_v4(a: &std::net::SocketAddrV4, out: &mut [u8; 21]) -> usize {
+    let mut digits = itoa::Buffer::new();
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        out[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    for (i, octet) in a.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            put(b".");
+        }
+        put(digits.format(octet).as_bytes());
+    }
+    put(b":");
+    put(digits.format(a.port()).as_bytes());
+    len
+}
+
 impl Entry {
     /// A record starting now.
     pub fn start() -> Self {
         let start_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+            .map_or(0, millis);
         Self {
             start_ms,
             started: Some(Instant::now()),
@@ -192,7 +233,7 @@ impl Entry {
         if self.silent {
             return;
         }
-        self.duration_ms = elapsed.as_millis();
+        self.duration_ms = millis(elapsed);
         let written = MINE.with(|m| {
             let mine = m.borrow();
             let buffer = mine.as_ref()?;
@@ -226,5 +267,38 @@ impl Entry {
                 let _ = std::io::stdout().lock().write_all(&line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let cases = [
+            "0.0.0.0:0",
+            "1.2.3.4:5",
+            "10.20.30.40:80",
+            "255.255.255.255:65535",
+            "127.0.0.1:15001",
+            "[::1]:443",
+            "[2001:db8::7]:8080",
+        ];
+        for text in cases {
+            let a: SocketAddr = text.parse().unwrap();
+            let entry = Entry {
+                source: Some(a),
+                destination: None,
+                upstream: Some(a),
+                ..Entry::default()
+            };
+            let line = serde_json::to_value(&entry).unwrap();
+            assert_eq!(line["source"], a.to_string(), "{text}");
+            assert_eq!(line["upstream"], a.to_string(), "{text}");
+            assert!(line["destination"].is_null(), "{text}");
+        }
+        let none = serde_json::to_value(Entry::default()).unwrap();
+        assert!(none.get("upstream").is_none(), "skipped when unknown");
     }
 }
