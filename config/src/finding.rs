@@ -282,7 +282,7 @@ pub struct Findings<'a> {
     out: &'a mut Vec<Finding>,
     file: &'a str,
     origin: Origin,
-    object: Option<ObjectKey>,
+    object: Option<&'a ObjectKey>,
     errors: usize,
 }
 
@@ -292,7 +292,7 @@ impl<'a> Findings<'a> {
         out: &'a mut Vec<Finding>,
         file: &'a str,
         origin: Origin,
-        object: Option<ObjectKey>,
+        object: Option<&'a ObjectKey>,
     ) -> Self {
         Self {
             out,
@@ -312,7 +312,7 @@ impl<'a> Findings<'a> {
             code,
             file: self.file.to_owned(),
             line: 0,
-            object: self.object.clone(),
+            object: self.object.cloned(),
             path: path.into(),
             message: message.into(),
             origin: self.origin,

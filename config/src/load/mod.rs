@@ -209,7 +209,7 @@ fn decode_document(
         namespace,
         name: name.to_owned(),
     };
-    let mut out = Findings::new(findings, file, origin, Some(key.clone()));
+    let mut out = Findings::new(findings, file, origin, Some(&key));
     match api_version.split_once('/') {
         Some((API_GROUP, version)) if API_VERSIONS.contains(&version) => {}
         _ => {
@@ -375,7 +375,7 @@ pub fn parse_mesh(source: &Source) -> (Option<MeshConfig>, Vec<Finding>) {
         name: "mesh".into(),
     };
     let origin = Origin::default();
-    let mut out = Findings::new(&mut findings, &file, origin, Some(key));
+    let mut out = Findings::new(&mut findings, &file, origin, Some(&key));
     let value = match std::str::from_utf8(&source.bytes)
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))
         .and_then(|t| serde_yaml::from_str::<Value>(t).map_err(|e| e.to_string()))

@@ -13,6 +13,7 @@
 //!    ahead of the services' own SNI chains (§5.3), HTTP route tables with VirtualService
 //!    virtual hosts ahead of the services' default ones (§5.2, §9.2).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -48,14 +49,15 @@ pub struct CompileOptions<'a> {
     pub age: Option<&'a dyn Fn(&ObjectKey) -> u64>,
 }
 
-/// One host as the proxy serves it (Istio's per-host service view).
+/// One host as the proxy serves it (Istio's per-host service view). Its lists are the
+/// primary entry's own unless other entries were merged into them.
 struct ServiceView<'r> {
-    host: String,
+    host: &'r str,
     primary: &'r ServiceEntry,
     resolution: Resolution,
-    addresses: Vec<Address>,
-    ports: Vec<Port>,
-    endpoints: Vec<Endpoint>,
+    addresses: Cow<'r, [Address]>,
+    ports: Cow<'r, [Port]>,
+    endpoints: Cow<'r, [Endpoint]>,
     workload_selector: bool,
     dr: Option<&'r DestinationRule>,
 }
@@ -64,7 +66,7 @@ struct Builder<'r, 'o> {
     opts: &'o CompileOptions<'o>,
     reg: &'r Registry,
     views: Vec<ServiceView<'r>>,
-    by_host: FxHashMap<String, usize>,
+    by_host: FxHashMap<&'r str, usize>,
     vss: Vec<&'r VirtualService>,
     /// Which VirtualService (index in `vss`) applies to a host: the first whose hosts match.
     vs_index: host::FirstMatch<'r>,
@@ -131,16 +133,18 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
     let mut ses: Vec<&ServiceEntry> = reg
         .service_entries
         .iter()
-        .filter(|s| s.export_to.visible_to(ns))
+        .map(AsRef::as_ref)
+        .filter(|s: &&ServiceEntry| s.export_to.visible_to(ns))
         .collect();
     by_age(&mut ses, |s| &s.key, age);
     let mut vss: Vec<&VirtualService> = reg
         .virtual_services
         .iter()
-        .filter(|v| v.export_to.visible_to(ns))
+        .map(AsRef::as_ref)
+        .filter(|v: &&VirtualService| v.export_to.visible_to(ns))
         .collect();
     by_age(&mut vss, |v| &v.key, age);
-    let mut drs: Vec<&DestinationRule> = reg.destination_rules.iter().collect();
+    let mut drs: Vec<&DestinationRule> = reg.destination_rules.iter().map(AsRef::as_ref).collect();
     by_age(&mut drs, |d| &d.key, age);
     let rules = RuleIndex::new(&drs, ns);
 
@@ -200,12 +204,12 @@ impl<'r> Builder<'r, '_> {
                 .copied()
                 .unwrap_or(list[0]);
             let mut view = ServiceView {
-                host: host.to_owned(),
+                host,
                 primary,
                 resolution: primary.resolution,
-                addresses: primary.addresses.clone(),
-                ports: primary.ports.clone(),
-                endpoints: primary.endpoints.clone(),
+                addresses: Cow::Borrowed(&primary.addresses),
+                ports: Cow::Borrowed(&primary.ports),
+                endpoints: Cow::Borrowed(&primary.endpoints),
                 workload_selector: primary.workload_selector,
                 dr: None,
             };
@@ -218,16 +222,16 @@ impl<'r> Builder<'r, '_> {
                 } else if mergeable(primary, se) {
                     for p in &se.ports {
                         if !view.ports.iter().any(|q| q.number == p.number) {
-                            view.ports.push(p.clone());
+                            view.ports.to_mut().push(p.clone());
                         }
                     }
                     for a in &se.addresses {
                         if !view.addresses.contains(a) {
-                            view.addresses.push(*a);
+                            view.addresses.to_mut().push(*a);
                         }
                     }
                     if view.resolution != Resolution::DnsRoundRobin {
-                        view.endpoints.extend(se.endpoints.iter().cloned());
+                        view.endpoints.to_mut().extend(se.endpoints.iter().cloned());
                     }
                     self.notes.push(format!(
                         "{}: merged into {} for host {host} (ports unioned, endpoints pooled)",
@@ -241,7 +245,7 @@ impl<'r> Builder<'r, '_> {
                 }
             }
             view.dr = self.destination_rule(host, &primary.key.namespace);
-            self.by_host.insert(view.host.clone(), self.views.len());
+            self.by_host.insert(view.host, self.views.len());
             self.views.push(view);
         }
     }
@@ -263,28 +267,29 @@ impl<'r> Builder<'r, '_> {
             return Some(*id);
         }
         let v = &self.views[view];
-        let p = v.ports.iter().find(|p| p.number == port)?.clone();
-        let mut policy =
-            v.dr.and_then(|d| d.traffic_policy.as_ref())
-                .map(|tp| tp.for_port(port))
-                .unwrap_or_default();
+        let (host, dr) = (v.host, v.dr);
+        let pi = v.ports.iter().position(|p| p.number == port)?;
+        let mut policy = dr
+            .and_then(|d| d.traffic_policy.as_ref())
+            .map(|tp| tp.for_port(port))
+            .unwrap_or_default();
         let mut labels = None;
         if let Some(name) = subset {
-            let found = v.dr.and_then(|d| d.subsets.iter().find(|s| s.name == name));
+            let found = dr.and_then(|d| d.subsets.iter().find(|s| s.name == name));
             let Some(s) = found else {
                 self.notes.push(format!(
-                    "subset {name} of {} is not defined by a DestinationRule: requests to it fail",
-                    v.host
+                    "subset {name} of {host} is not defined by a DestinationRule: requests to it fail"
                 ));
                 return None;
             };
-            labels = Some(s.labels.clone());
+            labels = Some(&s.labels);
             if let Some(tp) = &s.traffic_policy {
                 overlay(&mut policy, tp.for_port(port));
             }
         }
         let v = &self.views[view];
-        let upstream = upstream(v, &p, labels.as_ref());
+        let p = &v.ports[pi];
+        let upstream = upstream(v, p, labels);
         let connect_timeout = policy
             .connection_pool
             .as_ref()
@@ -293,7 +298,7 @@ impl<'r> Builder<'r, '_> {
         let id = ClusterId(self.clusters.len() as u32);
         self.clusters.push(Cluster {
             name: format!("outbound|{port}|{}|{}", subset.unwrap_or_default(), v.host),
-            host: v.host.clone(),
+            host: v.host.to_owned(),
             service: v.primary.key.clone(),
             port,
             protocol: p.protocol,
@@ -311,7 +316,7 @@ impl<'r> Builder<'r, '_> {
     /// Resolve a route destination to a cluster: explicit port > the service's only port >
     /// the listener port (spec §9.2).
     fn destination(&mut self, d: &Destination, listener_port: u16) -> WeightedCluster {
-        let cluster = self.by_host.get(&d.host).copied().and_then(|view| {
+        let cluster = self.by_host.get(d.host.as_str()).copied().and_then(|view| {
             let ports = &self.views[view].ports;
             let port = d
                 .port
@@ -344,8 +349,8 @@ impl<'r> Builder<'r, '_> {
 
     /// The L4 target of a service port: its cluster, or the VirtualService tcp rules for it.
     fn tcp_target(&mut self, view: usize, port: u16, cluster: ClusterId) -> Target {
-        let host = self.views[view].host.clone();
-        let Some(vs) = self.virtual_service_for(&host) else {
+        let host = self.views[view].host;
+        let Some(vs) = self.virtual_service_for(host) else {
             return Target::Cluster(cluster);
         };
         let mut rules = Vec::new();
@@ -391,8 +396,8 @@ impl<'r> Builder<'r, '_> {
     fn listeners(&mut self) {
         // VirtualService tls rules first: they take precedence over the services' SNI chains.
         for vi in 0..self.views.len() {
-            let host = self.views[vi].host.clone();
-            let Some(vs) = self.virtual_service_for(&host) else {
+            let host = self.views[vi].host;
+            let Some(vs) = self.virtual_service_for(host) else {
                 continue;
             };
             let tls_ports: Vec<u16> = self.views[vi]
@@ -426,87 +431,87 @@ impl<'r> Builder<'r, '_> {
             }
         }
         for vi in 0..self.views.len() {
-            let ports: Vec<Port> = self.views[vi]
+            let view = &self.views[vi];
+            let (host, addresses) = (view.host, view.addresses.clone());
+            let ports: Vec<(u16, Protocol)> = view
                 .ports
                 .iter()
                 .filter(|p| self.serves(p))
-                .cloned()
+                .map(|p| (p.number, p.protocol))
                 .collect();
-            for p in &ports {
-                let Some(cluster) = self.cluster(vi, p.number, None) else {
+            for (number, protocol) in ports {
+                let Some(cluster) = self.cluster(vi, number, None) else {
                     continue;
                 };
-                let host = self.views[vi].host.clone();
-                let addresses = self.views[vi].addresses.clone();
-                match p.protocol.class() {
+                match protocol.class() {
                     ProtocolClass::Http => {
-                        let pb = self.port(p.number);
+                        let pb = self.port(number);
                         pb.http_services.push(vi);
                         pb.group(None).http = Some(PENDING_HTTP);
                     }
                     ProtocolClass::Tls => {
                         let target = Target::Cluster(cluster);
                         if addresses.is_empty() {
-                            self.sni_chain(p.number, None, &host, target.clone());
+                            self.sni_chain(number, None, host, target.clone());
                         }
-                        for a in addresses {
+                        for &a in addresses.iter() {
                             match a {
                                 Address::Ip(ip) => {
-                                    self.vip(p.number, ip, VipListener::Tls(target.clone()), &host)
+                                    self.vip(number, ip, VipListener::Tls(target.clone()), host)
                                 }
                                 Address::Cidr(net) => {
-                                    self.sni_chain(p.number, Some(net), &host, target.clone())
+                                    self.sni_chain(number, Some(net), host, target.clone())
                                 }
                             }
                         }
                     }
                     ProtocolClass::Tcp => {
-                        let target = self.tcp_target(vi, p.number, cluster);
+                        let target = self.tcp_target(vi, number, cluster);
                         if addresses.is_empty() {
-                            self.tcp_chain(p.number, None, target.clone(), &host);
+                            self.tcp_chain(number, None, target.clone(), host);
                         }
-                        for a in addresses {
+                        for &a in addresses.iter() {
                             match a {
                                 Address::Ip(ip) => {
-                                    self.vip(p.number, ip, VipListener::Tcp(target.clone()), &host)
+                                    self.vip(number, ip, VipListener::Tcp(target.clone()), host)
                                 }
                                 Address::Cidr(net) => {
-                                    self.tcp_chain(p.number, Some(net), target.clone(), &host)
+                                    self.tcp_chain(number, Some(net), target.clone(), host)
                                 }
                             }
                         }
                     }
                     ProtocolClass::Auto => {
-                        let target = self.tcp_target(vi, p.number, cluster);
+                        let target = self.tcp_target(vi, number, cluster);
                         let mut shared = false;
                         if addresses.is_empty() {
-                            self.tcp_chain(p.number, None, target.clone(), &host);
-                            self.port(p.number).group(None).http = Some(PENDING_HTTP);
+                            self.tcp_chain(number, None, target.clone(), host);
+                            self.port(number).group(None).http = Some(PENDING_HTTP);
                             shared = true;
                         }
-                        for a in addresses {
+                        for &a in addresses.iter() {
                             match a {
                                 Address::Ip(ip) => {
-                                    let http = self.vip_http_config(vi, p.number, cluster);
+                                    let http = self.vip_http_config(vi, number, cluster);
                                     self.vip(
-                                        p.number,
+                                        number,
                                         ip,
                                         VipListener::Auto {
                                             tcp: target.clone(),
                                             http,
                                         },
-                                        &host,
+                                        host,
                                     );
                                 }
                                 Address::Cidr(net) => {
-                                    self.tcp_chain(p.number, Some(net), target.clone(), &host);
-                                    self.port(p.number).group(Some(net)).http = Some(PENDING_HTTP);
+                                    self.tcp_chain(number, Some(net), target.clone(), host);
+                                    self.port(number).group(Some(net)).http = Some(PENDING_HTTP);
                                     shared = true;
                                 }
                             }
                         }
                         if shared {
-                            self.port(p.number).http_services.push(vi);
+                            self.port(number).http_services.push(vi);
                         }
                     }
                     ProtocolClass::Udp => {}
@@ -577,9 +582,9 @@ impl<'r> Builder<'r, '_> {
         cluster: ClusterId,
         domains: Vec<String>,
     ) -> VirtualHost {
-        let host = self.views[view].host.clone();
-        let (routes, vs) = match self.virtual_service_for(&host) {
-            Some(vs) if vs.hosts.contains(&host) || domains == ["*"] => {
+        let host = self.views[view].host;
+        let (routes, vs) = match self.virtual_service_for(host) {
+            Some(vs) if vs.hosts.iter().any(|h| h == host) || domains == ["*"] => {
                 (self.http_routes(vs, port), Some(vs.key.clone()))
             }
             _ => (None, None),
@@ -647,12 +652,8 @@ impl<'r> Builder<'r, '_> {
             };
             // VirtualService virtual hosts first (oldest VirtualService wins a domain), for VS
             // hosts that match a service on this port.
-            let hosts: Vec<String> = services
-                .iter()
-                .map(|&vi| self.views[vi].host.clone())
-                .collect();
-            let by_service =
-                host::FirstMatch::new(hosts.iter().map(|h| std::iter::once(h.as_str())));
+            let hosts: Vec<&str> = services.iter().map(|&vi| self.views[vi].host).collect();
+            let by_service = host::FirstMatch::new(hosts.iter().map(|&h| std::iter::once(h)));
             let vss = self.vss.clone();
             for vs in vss {
                 if vs.http.is_empty() {
@@ -690,14 +691,14 @@ impl<'r> Builder<'r, '_> {
                 }
             }
             for vi in services {
-                let host = self.views[vi].host.clone();
-                if config.domains.contains_pattern(&host) {
+                let host = self.views[vi].host;
+                if config.domains.contains_pattern(host) {
                     continue;
                 }
                 let Some(cluster) = self.cluster(vi, port, None) else {
                     continue;
                 };
-                let mut domains = vec![host.clone()];
+                let mut domains = vec![host.to_owned()];
                 domains.extend(address_domains(&self.views[vi].addresses));
                 let vh = VirtualHost {
                     name: format!("{host}:{port}"),
@@ -831,7 +832,7 @@ fn upstream(
         Resolution::Dns | Resolution::DnsRoundRobin => {
             let first_address_only = view.resolution == Resolution::DnsRoundRobin;
             if view.endpoints.is_empty() {
-                if host::is_wildcard(&view.host) {
+                if host::is_wildcard(view.host) {
                     return Upstream::RequestedName {
                         port: default_port,
                         first_address_only,
@@ -839,7 +840,7 @@ fn upstream(
                 }
                 return Upstream::Dns {
                     targets: vec![DnsTarget {
-                        name: view.host.clone(),
+                        name: view.host.to_owned(),
                         port: default_port,
                         weight: 1,
                     }],

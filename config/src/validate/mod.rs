@@ -16,6 +16,8 @@ use crate::load::{Object, Spec};
 use crate::model::{EnumValue, MeshConfig};
 use crate::spec::{DestinationRule, Mesh, OutboundPolicy, ServiceEntry, VirtualService};
 use rustc_hash::FxHashMap;
+use std::cell::Cell;
+use std::sync::Arc;
 
 /// The proxy's own ports, which ServiceEntries should not use (Decisions 2).
 pub const RESERVED_PORTS: &[u16] = &[15000, 15001, 15006, 15020, 15021, 15090];
@@ -38,11 +40,11 @@ pub struct Registry {
     /// Mesh settings.
     pub mesh: Mesh,
     /// ServiceEntries.
-    pub service_entries: Vec<ServiceEntry>,
+    pub service_entries: Vec<Arc<ServiceEntry>>,
     /// VirtualServices bound to `mesh`.
-    pub virtual_services: Vec<VirtualService>,
+    pub virtual_services: Vec<Arc<VirtualService>>,
     /// DestinationRules that apply to this proxy.
-    pub destination_rules: Vec<DestinationRule>,
+    pub destination_rules: Vec<Arc<DestinationRule>>,
     /// Every object loaded (valid or not, applicable or not), for config dumps.
     pub objects: Vec<ObjectKey>,
 }
@@ -145,15 +147,91 @@ pub fn mesh(config: &MeshConfig, out: &mut Findings<'_>) -> Mesh {
     mesh
 }
 
+/// What validation decides about one object on its own: its typed form when it is valid and
+/// applies to this proxy, and its findings. The typed form is shared, so a result kept from an
+/// earlier load costs a reference count to reuse.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The typed object; `None` when the object has errors or does not apply (a
+    /// VirtualService not bound to `mesh`, a DestinationRule for another workload).
+    pub valid: Option<Valid>,
+    /// Everything validation found in the object.
+    pub findings: Vec<Finding>,
+    /// Whether the outcome depends on the object and the context alone: `false` when
+    /// validation looked for files the object names (certificates), which may appear or
+    /// vanish between loads.
+    pub reusable: bool,
+}
+
+/// A valid object of one of the kinds the proxy serves.
+#[derive(Debug, Clone)]
+pub enum Valid {
+    /// A ServiceEntry.
+    ServiceEntry(Arc<ServiceEntry>),
+    /// A VirtualService bound to `mesh`.
+    VirtualService(Arc<VirtualService>),
+    /// A DestinationRule that applies to this proxy.
+    DestinationRule(Arc<DestinationRule>),
+}
+
+/// Validate one object, as `kubectl apply` would: alone, against the context.
+pub fn check(o: &Object, ctx: &Context<'_>) -> Checked {
+    let consulted = Cell::new(false);
+    let probe = |path: &str| {
+        consulted.set(true);
+        ctx.file_exists.is_some_and(|exists| exists(path))
+    };
+    let ctx = Context {
+        mesh: ctx.mesh,
+        namespace: ctx.namespace,
+        reserved_ports: ctx.reserved_ports,
+        file_exists: ctx.file_exists.map(|_| &probe as &dyn Fn(&str) -> bool),
+    };
+    let mut findings = Vec::new();
+    let mut out = Findings::new(&mut findings, &o.file, o.origin, Some(&o.key));
+    let valid = match &o.spec {
+        Spec::ServiceEntry(se) => service_entry::validate(&o.key, se, &ctx, &mut out)
+            .map(|se| Valid::ServiceEntry(Arc::new(se))),
+        Spec::VirtualService(vs) => virtual_service::validate(&o.key, vs, &ctx, &mut out)
+            .ok()
+            .flatten()
+            .map(|vs| Valid::VirtualService(Arc::new(vs))),
+        Spec::DestinationRule(dr) => destination_rule::validate(&o.key, dr, &ctx, &mut out)
+            .ok()
+            .flatten()
+            .map(|dr| Valid::DestinationRule(Arc::new(dr))),
+    };
+    Checked {
+        valid,
+        findings,
+        reusable: !consulted.get(),
+    }
+}
+
 /// Validate every object. Duplicates (same kind/namespace/name): the later wins, with a
 /// warning.
 pub fn validate(objects: &[&Object], ctx: &Context<'_>, findings: &mut Vec<Finding>) -> Registry {
+    let checked: Vec<Checked> = objects.iter().map(|o| check(o, ctx)).collect();
+    let checked: Vec<&Checked> = checked.iter().collect();
+    assemble(objects, &checked, ctx.mesh, findings)
+}
+
+/// The registry of `objects`, each already checked (`checked[i]` is `objects[i]`'s outcome):
+/// every definition's findings are reported, and only the latest definition of a name enters
+/// the registry. Duplicates (same kind/namespace/name) get a warning.
+pub fn assemble(
+    objects: &[&Object],
+    checked: &[&Checked],
+    mesh: &Mesh,
+    findings: &mut Vec<Finding>,
+) -> Registry {
+    debug_assert_eq!(objects.len(), checked.len());
     let mut latest: FxHashMap<&ObjectKey, usize> = FxHashMap::default();
     latest.reserve(objects.len());
     for (i, o) in objects.iter().enumerate() {
         if let Some(prev) = latest.insert(&o.key, i) {
             let p = &objects[prev];
-            Findings::new(findings, &o.file, o.origin, Some(o.key.clone())).push(
+            Findings::new(findings, &o.file, o.origin, Some(&o.key)).push(
                 Code::DUPLICATE_OBJECT,
                 "metadata.name",
                 format!(
@@ -166,44 +244,24 @@ pub fn validate(objects: &[&Object], ctx: &Context<'_>, findings: &mut Vec<Findi
         }
     }
     let count = |f: fn(&Spec) -> bool| objects.iter().filter(|o| f(&o.spec)).count();
-    // Reserved: growing them copies every object again (a measurable part of a reload).
     let mut registry = Registry {
-        mesh: ctx.mesh.clone(),
+        mesh: mesh.clone(),
         service_entries: Vec::with_capacity(count(|s| matches!(s, Spec::ServiceEntry(_)))),
         virtual_services: Vec::with_capacity(count(|s| matches!(s, Spec::VirtualService(_)))),
         destination_rules: Vec::with_capacity(count(|s| matches!(s, Spec::DestinationRule(_)))),
         objects: Vec::with_capacity(objects.len()),
     };
-    // Every definition is validated (as each `kubectl apply` would be); only the latest of a
-    // name enters the registry.
-    for (i, o) in objects.iter().enumerate() {
-        let latest = latest.get(&o.key) == Some(&i);
-        if latest {
-            registry.objects.push(o.key.clone());
+    for (i, (o, c)) in objects.iter().zip(checked).enumerate() {
+        findings.extend(c.findings.iter().cloned());
+        if latest.get(&o.key) != Some(&i) {
+            continue;
         }
-        let mut out = Findings::new(findings, &o.file, o.origin, Some(o.key.clone()));
-        match &o.spec {
-            Spec::ServiceEntry(se) => {
-                if let Some(se) =
-                    service_entry::validate(&o.key, se, ctx, &mut out).filter(|_| latest)
-                {
-                    registry.service_entries.push(se);
-                }
-            }
-            Spec::VirtualService(vs) => {
-                if let Ok(Some(vs)) = virtual_service::validate(&o.key, vs, ctx, &mut out)
-                    .map(|v| v.filter(|_| latest))
-                {
-                    registry.virtual_services.push(vs);
-                }
-            }
-            Spec::DestinationRule(dr) => {
-                if let Ok(Some(dr)) = destination_rule::validate(&o.key, dr, ctx, &mut out)
-                    .map(|d| d.filter(|_| latest))
-                {
-                    registry.destination_rules.push(dr);
-                }
-            }
+        registry.objects.push(o.key.clone());
+        match &c.valid {
+            Some(Valid::ServiceEntry(se)) => registry.service_entries.push(se.clone()),
+            Some(Valid::VirtualService(vs)) => registry.virtual_services.push(vs.clone()),
+            Some(Valid::DestinationRule(dr)) => registry.destination_rules.push(dr.clone()),
+            None => {}
         }
     }
     registry

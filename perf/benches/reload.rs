@@ -1,0 +1,69 @@
+//! One reload of 10,000 ServiceEntries, as the control thread runs it (`control::Loader`):
+//! read the files, decode and validate what changed, compile the table, carry object ages
+//! over, and drop the table it replaces. S8 reloads under load every second, and what a reload
+//! costs in CPU is what the proxy's latency pays while it runs.
+//!
+//! - `reload_10k_one_file_changed`: the generated file is unchanged and a small second file
+//!   alternates between two versions (S8's edit);
+//! - `reload_10k_first_load`: a fresh loader, so everything is decoded and validated.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark may panic on bad setup
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dataplane::control::{Loader, Sources};
+
+const SMALL: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: extra}\nspec:\n  hosts: [extra{n}.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n";
+
+fn write_small(path: &Path, n: u64) {
+    std::fs::write(path, SMALL.replace("{n}", &n.to_string())).unwrap();
+}
+
+fn sources(dir: &Path) -> Sources {
+    Sources {
+        paths: vec![dir.join("gen.yaml"), dir.join("small.yaml")],
+        mesh: None,
+        namespace: "default".into(),
+        reserved: Vec::new(),
+    }
+}
+
+fn reload(c: &mut Criterion) {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("dataplane-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("gen.yaml"),
+        dataplane_perf::service_entries_yaml(10_000),
+    )
+    .unwrap();
+    write_small(&dir.join("small.yaml"), 0);
+
+    let mut group = c.benchmark_group("reload");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+    let mut loader = Loader::new(sources(&dir));
+    drop(loader.load().unwrap());
+    let mut n = 0;
+    group.bench_function("reload_10k_one_file_changed", |b| {
+        b.iter(|| {
+            n += 1;
+            write_small(&dir.join("small.yaml"), n % 2);
+            let table = loader.load().unwrap();
+            black_box(table.clusters.len())
+        })
+    });
+    group.bench_function("reload_10k_first_load", |b| {
+        b.iter(|| {
+            let mut fresh = Loader::new(sources(&dir));
+            black_box(fresh.load().unwrap().clusters.len())
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, reload);
+criterion_main!(benches);
