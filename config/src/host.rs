@@ -35,8 +35,9 @@ pub fn subset_of(a: &str, b: &str) -> bool {
 pub struct FirstMatch<'a> {
     /// Exact pattern -> the first item that has it.
     exact: rustc_hash::FxHashMap<&'a str, usize>,
-    /// Exact patterns reversed, sorted: the ones a wildcard name covers share a prefix.
-    reversed: Vec<(Vec<u8>, usize)>,
+    /// Exact patterns reversed, sorted: the ones a wildcard name covers share a prefix. Built
+    /// by the first query for a wildcard name (most indexes only ever see exact ones).
+    reversed: std::cell::OnceCell<Vec<(Vec<u8>, usize)>>,
     /// Wildcard patterns with their item, in item order (few in practice: scanned).
     wildcards: Vec<(usize, &'a str)>,
 }
@@ -55,12 +56,22 @@ impl<'a> FirstMatch<'a> {
                     index.wildcards.push((i, p));
                 } else {
                     index.exact.entry(p).or_insert(i);
-                    index.reversed.push((p.bytes().rev().collect(), i));
                 }
             }
         }
-        index.reversed.sort_unstable();
         index
+    }
+
+    fn reversed(&self) -> &[(Vec<u8>, usize)] {
+        self.reversed.get_or_init(|| {
+            let mut reversed: Vec<(Vec<u8>, usize)> = self
+                .exact
+                .iter()
+                .map(|(p, &i)| (p.bytes().rev().collect(), i))
+                .collect();
+            reversed.sort_unstable();
+            reversed
+        })
     }
 
     /// The first item with a pattern that matches `name`.
@@ -69,14 +80,15 @@ impl<'a> FirstMatch<'a> {
             None => self.exact.get(name).copied(),
             // Every exact pattern that ends with the suffix and is longer than it.
             Some(suffix) => {
-                let key: Vec<u8> = suffix.bytes().rev().collect();
-                let start = self
-                    .reversed
-                    .partition_point(|(r, _)| r.as_slice() < key.as_slice());
-                self.reversed[start..]
+                let key = || suffix.bytes().rev();
+                let reversed = self.reversed();
+                let start = reversed.partition_point(|(r, _)| r.iter().copied().lt(key()));
+                reversed[start..]
                     .iter()
-                    .take_while(|(r, _)| r.starts_with(&key))
-                    .filter(|(r, _)| r.len() > key.len())
+                    .take_while(|(r, _)| {
+                        r.len() >= suffix.len() && r.iter().copied().zip(key()).all(|(a, b)| a == b)
+                    })
+                    .filter(|(r, _)| r.len() > suffix.len())
                     .map(|&(_, i)| i)
                     .min()
             }

@@ -349,11 +349,7 @@ mod cache_tests {
         let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: other}\nspec:\n  hosts: [a.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n";
         let sources = [Source::new("dr.yaml", dr), Source::new("se.yaml", se)];
         let mut cache = ParseCache::default();
-        let missing_file = |b: &Build| {
-            b.findings
-                .iter()
-                .any(|f| f.code == Code::FILE_NOT_FOUND)
-        };
+        let missing_file = |b: &Build| b.findings.iter().any(|f| f.code == Code::FILE_NOT_FOUND);
         for present in [false, true, false] {
             let exists = move |_: &str| present;
             let opts = Options {

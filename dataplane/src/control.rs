@@ -50,12 +50,21 @@ pub struct Sources {
 #[derive(Debug)]
 pub struct Loader {
     sources: Sources,
-    /// Object -> generation in which it first appeared.
-    ages: FxHashMap<ObjectKey, u64>,
+    /// Object -> the generation in which it first appeared, and the last one it was in.
+    ages: FxHashMap<ObjectKey, Age>,
     /// The generation the next successful load becomes.
     next: u64,
     /// Decoded files of the last load.
     cache: dataplane_config::ParseCache,
+}
+
+/// When an object was loaded.
+#[derive(Debug, Clone, Copy)]
+struct Age {
+    /// The generation in which it first appeared (its age for precedence).
+    first: u64,
+    /// The last generation it was part of.
+    last: u64,
 }
 
 impl Loader {
@@ -76,7 +85,7 @@ impl Loader {
         let mesh = config_files::read_mesh(self.sources.mesh.as_deref()).map_err(|e| vec![e])?;
         let generation = self.next;
         let ages = &self.ages;
-        let age = |k: &ObjectKey| ages.get(k).copied().unwrap_or(generation);
+        let age = |k: &ObjectKey| ages.get(k).map_or(generation, |a| a.first);
         let exists = config_files::file_exists;
         let opts = Options {
             namespace: &self.sources.namespace,
@@ -91,16 +100,21 @@ impl Loader {
         let Some(table) = built.table else {
             return Err(built.error_messages());
         };
-        // Ages survive for objects still present; an object that comes back later is new.
-        let mut ages: FxHashMap<ObjectKey, u64> = FxHashMap::default();
-        ages.reserve(built.registry.objects.len());
-        for key in &built.registry.objects {
-            ages.insert(
-                key.clone(),
-                self.ages.get(key).copied().unwrap_or(generation),
-            );
+        // Ages survive for objects still present; an object that comes back later is new. The
+        // map is updated in place: only new objects cost a copy of their key.
+        for key in built.registry.objects.iter() {
+            match self.ages.get_mut(key) {
+                Some(age) => age.last = generation,
+                None => {
+                    let age = Age {
+                        first: generation,
+                        last: generation,
+                    };
+                    self.ages.insert(key.clone(), age);
+                }
+            }
         }
-        self.ages = ages;
+        self.ages.retain(|_, age| age.last == generation);
         self.next += 1;
         Ok(table)
     }
@@ -319,6 +333,41 @@ fn record(admin: &AdminState, status: ReloadStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ages carry over reloads: an entry keeps a shared host against a newer one whatever the
+    /// names, and an entry that left and came back is the newest.
+    #[test]
+    fn the_oldest_entry_keeps_a_shared_host_across_reloads() {
+        let dir = std::env::temp_dir().join(format!("dataplane-ages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("entries.yaml");
+        let entry = |name: &str, resolution: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  hosts: [shared.example.com]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: {resolution}\n"
+            )
+        };
+        let mut loader = Loader::new(Sources {
+            paths: vec![file.clone()],
+            mesh: None,
+            namespace: "default".into(),
+            reserved: Vec::new(),
+        });
+        let mut serving = |entries: &[&str]| {
+            std::fs::write(&file, entries.concat()).unwrap();
+            let table = loader.load().unwrap();
+            let cluster = table
+                .clusters
+                .iter()
+                .find(|c| c.host == "shared.example.com");
+            cluster.map(|c| c.service.name.clone()).unwrap()
+        };
+        let (zed, alpha) = (entry("zed", "NONE"), entry("alpha", "DNS"));
+        assert_eq!(serving(&[&zed]), "zed");
+        assert_eq!(serving(&[&alpha, &zed]), "zed");
+        assert_eq!(serving(&[&alpha]), "alpha");
+        assert_eq!(serving(&[&zed, &alpha]), "alpha");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn only_a_finished_write_or_a_rename_into_place_completes_a_change() {

@@ -179,20 +179,33 @@ fn mergeable(a: &ServiceEntry, b: &ServiceEntry) -> bool {
 
 impl<'r> Builder<'r, '_> {
     fn service_views(&mut self, ses: &[&'r ServiceEntry]) {
-        let mut hosts: Vec<(&str, Vec<&'r ServiceEntry>)> = Vec::new();
+        // Each host with the entries that name it, oldest first. Most hosts have one entry:
+        // the others are a list of their own, allocated only when there are any.
+        let mut hosts: Vec<(&'r str, &'r ServiceEntry, Vec<&'r ServiceEntry>)> = Vec::new();
         let mut index: FxHashMap<&str, usize> = FxHashMap::default();
+        index.reserve(ses.len());
         for se in ses {
             for h in &se.hosts {
                 let i = *index.entry(h.as_str()).or_insert_with(|| {
-                    hosts.push((h.as_str(), Vec::new()));
+                    hosts.push((h.as_str(), se, Vec::new()));
                     hosts.len() - 1
                 });
-                if !hosts[i].1.iter().any(|s| std::ptr::eq(*s, *se)) {
-                    hosts[i].1.push(se);
+                let (_, first, others) = &mut hosts[i];
+                if !std::ptr::eq(*first, *se) && !others.iter().any(|s| std::ptr::eq(*s, *se)) {
+                    others.push(se);
                 }
             }
         }
-        for (host, list) in hosts {
+        self.views.reserve(hosts.len());
+        self.by_host.reserve(hosts.len());
+        for (host, first, others) in hosts {
+            let several: Vec<&ServiceEntry>;
+            let list: &[&ServiceEntry] = if others.is_empty() {
+                std::slice::from_ref(&first)
+            } else {
+                several = std::iter::once(first).chain(others).collect();
+                &several
+            };
             let ns = if list.iter().any(|s| s.key.namespace == self.opts.namespace) {
                 self.opts.namespace
             } else {
@@ -297,7 +310,15 @@ impl<'r> Builder<'r, '_> {
             .unwrap_or(self.reg.mesh.connect_timeout);
         let id = ClusterId(self.clusters.len() as u32);
         self.clusters.push(Cluster {
-            name: format!("outbound|{port}|{}|{}", subset.unwrap_or_default(), v.host),
+            name: [
+                "outbound|",
+                itoa::Buffer::new().format(port),
+                "|",
+                subset.unwrap_or_default(),
+                "|",
+                v.host,
+            ]
+            .concat(),
             host: v.host.to_owned(),
             service: v.primary.key.clone(),
             port,
@@ -590,7 +611,7 @@ impl<'r> Builder<'r, '_> {
             _ => (None, None),
         };
         VirtualHost {
-            name: format!("{host}:{port}"),
+            name: [host, ":", itoa::Buffer::new().format(port)].concat(),
             domains,
             cluster: Some(cluster),
             virtual_service: vs.filter(|_| routes.is_some()),
@@ -681,7 +702,7 @@ impl<'r> Builder<'r, '_> {
                     self.add_vhost(
                         &mut config,
                         VirtualHost {
-                            name: format!("{h}:{port}"),
+                            name: [h, ":", itoa::Buffer::new().format(port)].concat(),
                             domains,
                             cluster,
                             routes: Some(routes),
@@ -701,7 +722,7 @@ impl<'r> Builder<'r, '_> {
                 let mut domains = vec![host.to_owned()];
                 domains.extend(address_domains(&self.views[vi].addresses));
                 let vh = VirtualHost {
-                    name: format!("{host}:{port}"),
+                    name: [host, ":", itoa::Buffer::new().format(port)].concat(),
                     domains,
                     cluster: Some(cluster),
                     routes: None,

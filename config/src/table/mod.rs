@@ -24,6 +24,7 @@ mod rule_index;
 mod view;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -63,7 +64,7 @@ pub struct RouteTable {
     /// What compilation noticed and resolved (shadowed entries, conflicts), for operators.
     pub notes: Vec<String>,
     /// Every object the table was built from.
-    pub objects: Vec<ObjectKey>,
+    pub objects: Arc<[ObjectKey]>,
 }
 
 /// Where a routed connection or request goes.

@@ -46,7 +46,7 @@ pub struct Registry {
     /// DestinationRules that apply to this proxy.
     pub destination_rules: Vec<Arc<DestinationRule>>,
     /// Every object loaded (valid or not, applicable or not), for config dumps.
-    pub objects: Vec<ObjectKey>,
+    pub objects: Arc<[ObjectKey]>,
 }
 
 /// Validate the mesh document.
@@ -249,14 +249,15 @@ pub fn assemble(
         service_entries: Vec::with_capacity(count(|s| matches!(s, Spec::ServiceEntry(_)))),
         virtual_services: Vec::with_capacity(count(|s| matches!(s, Spec::VirtualService(_)))),
         destination_rules: Vec::with_capacity(count(|s| matches!(s, Spec::DestinationRule(_)))),
-        objects: Vec::with_capacity(objects.len()),
+        objects: Arc::from([]),
     };
+    let mut keys = Vec::with_capacity(objects.len());
     for (i, (o, c)) in objects.iter().zip(checked).enumerate() {
         findings.extend(c.findings.iter().cloned());
         if latest.get(&o.key) != Some(&i) {
             continue;
         }
-        registry.objects.push(o.key.clone());
+        keys.push(o.key.clone());
         match &c.valid {
             Some(Valid::ServiceEntry(se)) => registry.service_entries.push(se.clone()),
             Some(Valid::VirtualService(vs)) => registry.virtual_services.push(vs.clone()),
@@ -264,6 +265,7 @@ pub fn assemble(
             None => {}
         }
     }
+    registry.objects = keys.into();
     registry
 }
 
