@@ -113,28 +113,6 @@ fn compile(c: &mut Criterion) {
             assert!(built.table.is_some());
         })
     });
-    // A reload where one small file changed and the 10k file did not (the parse cache).
-    let mut cache = dataplane_config::ParseCache::default();
-    let mut flip = 0u32;
-    g.bench_function("reload_10k_one_small_file_changed", |b| {
-        b.iter(|| {
-            flip += 1;
-            let small = format!(
-                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: extra}}\nspec:\n  hosts: [extra{}.example.com]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: NONE\n",
-                flip % 2
-            );
-            let built = dataplane_config::build_cached(
-                &[
-                    Source::new("gen.yaml", yaml.as_str()),
-                    Source::new("small.yaml", small),
-                ],
-                None,
-                &Options::default(),
-                &mut cache,
-            );
-            assert!(built.table.is_some());
-        })
-    });
     let b = build(
         &[Source::new("gen.yaml", yaml.as_str())],
         None,
