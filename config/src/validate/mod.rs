@@ -208,14 +208,6 @@ pub fn check(o: &Object, ctx: &Context<'_>) -> Checked {
     }
 }
 
-/// Validate every object. Duplicates (same kind/namespace/name): the later wins, with a
-/// warning.
-pub fn validate(objects: &[&Object], ctx: &Context<'_>, findings: &mut Vec<Finding>) -> Registry {
-    let checked: Vec<Checked> = objects.iter().map(|o| check(o, ctx)).collect();
-    let checked: Vec<&Checked> = checked.iter().collect();
-    assemble(objects, &checked, ctx.mesh, findings)
-}
-
 /// The registry of `objects`, each already checked (`checked[i]` is `objects[i]`'s outcome):
 /// every definition's findings are reported, and only the latest definition of a name enters
 /// the registry. Duplicates (same kind/namespace/name) get a warning.
