@@ -358,8 +358,8 @@ mod tests {
             let cluster = table
                 .clusters
                 .iter()
-                .find(|c| c.host == "shared.example.com");
-            cluster.map(|c| c.service.name.clone()).unwrap()
+                .find(|c| c.host() == "shared.example.com");
+            cluster.map(|c| c.service.key.name.clone()).unwrap()
         };
         let (zed, alpha) = (entry("zed", "NONE"), entry("alpha", "DNS"));
         assert_eq!(serving(&[&zed]), "zed");

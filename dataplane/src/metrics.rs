@@ -257,7 +257,7 @@ impl Shared {
         let namespaces: HashMap<&str, &str> = table
             .clusters
             .iter()
-            .map(|c| (c.name.as_str(), c.service.namespace.as_str()))
+            .map(|c| (c.name.as_str(), c.service.key.namespace.as_str()))
             .collect();
         let ns = |cluster: &str| namespaces.get(cluster).copied();
         let opened = Family::<TcpLabels, Counter>::default();

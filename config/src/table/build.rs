@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
@@ -53,13 +54,13 @@ pub struct CompileOptions<'a> {
 /// primary entry's own unless other entries were merged into them.
 struct ServiceView<'r> {
     host: &'r str,
-    primary: &'r ServiceEntry,
+    primary: &'r Arc<ServiceEntry>,
     resolution: Resolution,
     addresses: Cow<'r, [Address]>,
     ports: Cow<'r, [Port]>,
     endpoints: Cow<'r, [Endpoint]>,
     workload_selector: bool,
-    dr: Option<&'r DestinationRule>,
+    dr: Option<&'r Arc<DestinationRule>>,
 }
 
 struct Builder<'r, 'o> {
@@ -74,6 +75,8 @@ struct Builder<'r, 'o> {
     rules: RuleIndex<'r>,
     clusters: Vec<Cluster>,
     cluster_index: FxHashMap<(usize, u16, Option<String>), ClusterId>,
+    /// The policy of every cluster without one.
+    no_policy: Arc<PolicySettings>,
     http_configs: Vec<HttpRouteConfig>,
     ports: BTreeMap<u16, PortBuilder>,
     notes: Vec<String>,
@@ -130,11 +133,10 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
         });
     }
     let ns = opts.namespace;
-    let mut ses: Vec<&ServiceEntry> = reg
+    let mut ses: Vec<&Arc<ServiceEntry>> = reg
         .service_entries
         .iter()
-        .map(AsRef::as_ref)
-        .filter(|s: &&ServiceEntry| s.export_to.visible_to(ns))
+        .filter(|s| s.export_to.visible_to(ns))
         .collect();
     by_age(&mut ses, |s| &s.key, age);
     let mut vss: Vec<&VirtualService> = reg
@@ -144,7 +146,7 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
         .filter(|v: &&VirtualService| v.export_to.visible_to(ns))
         .collect();
     by_age(&mut vss, |v| &v.key, age);
-    let mut drs: Vec<&DestinationRule> = reg.destination_rules.iter().map(AsRef::as_ref).collect();
+    let mut drs: Vec<&Arc<DestinationRule>> = reg.destination_rules.iter().collect();
     by_age(&mut drs, |d| &d.key, age);
     let rules = RuleIndex::new(&drs, ns);
 
@@ -161,6 +163,7 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
         // clusters copies it over and over (a measurable part of a reload).
         clusters: Vec::with_capacity(ses.iter().map(|s| s.hosts.len() * s.ports.len()).sum()),
         cluster_index: FxHashMap::default(),
+        no_policy: Arc::default(),
         http_configs: Vec::new(),
         ports: BTreeMap::new(),
         notes: Vec::new(),
@@ -178,10 +181,11 @@ fn mergeable(a: &ServiceEntry, b: &ServiceEntry) -> bool {
 }
 
 impl<'r> Builder<'r, '_> {
-    fn service_views(&mut self, ses: &[&'r ServiceEntry]) {
+    fn service_views(&mut self, ses: &[&'r Arc<ServiceEntry>]) {
         // Each host with the entries that name it, oldest first. Most hosts have one entry:
         // the others are a list of their own, allocated only when there are any.
-        let mut hosts: Vec<(&'r str, &'r ServiceEntry, Vec<&'r ServiceEntry>)> = Vec::new();
+        type Entry<'r> = &'r Arc<ServiceEntry>;
+        let mut hosts: Vec<(&'r str, Entry<'r>, Vec<Entry<'r>>)> = Vec::new();
         let mut index: FxHashMap<&str, usize> = FxHashMap::default();
         index.reserve(ses.len());
         for se in ses {
@@ -199,8 +203,8 @@ impl<'r> Builder<'r, '_> {
         self.views.reserve(hosts.len());
         self.by_host.reserve(hosts.len());
         for (host, first, others) in hosts {
-            let several: Vec<&ServiceEntry>;
-            let list: &[&ServiceEntry] = if others.is_empty() {
+            let several: Vec<&Arc<ServiceEntry>>;
+            let list: &[&Arc<ServiceEntry>] = if others.is_empty() {
                 std::slice::from_ref(&first)
             } else {
                 several = std::iter::once(first).chain(others).collect();
@@ -265,7 +269,7 @@ impl<'r> Builder<'r, '_> {
 
     /// DestinationRule lookup (spec §7.2): the proxy's namespace, then the service's, then the
     /// root namespace; inside one, an exact host beats the longest wildcard; ties: oldest.
-    fn destination_rule(&self, host: &str, service_ns: &str) -> Option<&'r DestinationRule> {
+    fn destination_rule(&self, host: &str, service_ns: &str) -> Option<&'r Arc<DestinationRule>> {
         let root = self.reg.mesh.root_namespace.as_str();
         self.rules.find(host, self.opts.namespace, service_ns, root)
     }
@@ -308,6 +312,12 @@ impl<'r> Builder<'r, '_> {
             .as_ref()
             .and_then(|c| c.connect_timeout)
             .unwrap_or(self.reg.mesh.connect_timeout);
+        // Most clusters have no policy: they share one.
+        let policy = if policy == PolicySettings::default() {
+            Arc::clone(&self.no_policy)
+        } else {
+            Arc::new(policy)
+        };
         let id = ClusterId(self.clusters.len() as u32);
         self.clusters.push(Cluster {
             name: [
@@ -319,14 +329,13 @@ impl<'r> Builder<'r, '_> {
                 v.host,
             ]
             .concat(),
-            host: v.host.to_owned(),
-            service: v.primary.key.clone(),
+            service: Arc::clone(v.primary),
             port,
             protocol: p.protocol,
             resolution: v.resolution,
             upstream,
             policy,
-            destination_rule: v.dr.map(|d| d.key.clone()),
+            destination_rule: v.dr.map(Arc::clone),
             subject_alt_names: v.primary.subject_alt_names.clone(),
             connect_timeout,
         });

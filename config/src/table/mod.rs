@@ -105,10 +105,9 @@ pub struct TcpRule {
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<host>`
     pub name: String,
-    /// Service host.
-    pub host: String,
-    /// The ServiceEntry the service view comes from (the oldest, spec §7.2).
-    pub service: ObjectKey,
+    /// The ServiceEntry the service view comes from (the oldest, spec §7.2), shared with the
+    /// registry.
+    pub service: Arc<spec::ServiceEntry>,
     /// Service port number.
     pub port: u16,
     /// Port protocol.
@@ -117,14 +116,21 @@ pub struct Cluster {
     pub resolution: Resolution,
     /// How to find upstream addresses.
     pub upstream: Upstream,
-    /// DestinationRule settings for this port (and subset).
-    pub policy: PolicySettings,
+    /// DestinationRule settings for this port (and subset); clusters without any share one.
+    pub policy: Arc<PolicySettings>,
     /// The DestinationRule applied, if any.
-    pub destination_rule: Option<ObjectKey>,
+    pub destination_rule: Option<Arc<spec::DestinationRule>>,
     /// SANs from the ServiceEntry (used when the DestinationRule gives none).
     pub subject_alt_names: Vec<String>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+}
+
+impl Cluster {
+    /// The service host: the last part of the name (hosts never contain `|`).
+    pub fn host(&self) -> &str {
+        self.name.rsplit('|').next().unwrap_or_default()
+    }
 }
 
 /// How a cluster finds its upstream addresses.

@@ -9,17 +9,19 @@
 use rustc_hash::FxHashMap;
 
 use crate::host;
+use std::sync::Arc;
+
 use crate::spec::DestinationRule;
 
 /// The rules of one namespace, as the lookup wants them.
 #[derive(Default)]
 struct Namespace<'r> {
     /// Host (wildcards too: equal patterns are an exact match) -> the oldest rule for it.
-    exact: FxHashMap<&'r str, &'r DestinationRule>,
+    exact: FxHashMap<&'r str, &'r Arc<DestinationRule>>,
     /// Wildcard rules other than `*`, longest host first, oldest first among equal lengths.
-    wildcards: Vec<&'r DestinationRule>,
+    wildcards: Vec<&'r Arc<DestinationRule>>,
     /// The oldest `*` rule.
-    any: Option<&'r DestinationRule>,
+    any: Option<&'r Arc<DestinationRule>>,
 }
 
 /// DestinationRules visible to the proxy, by namespace.
@@ -29,7 +31,7 @@ pub(super) struct RuleIndex<'r> {
 
 impl<'r> RuleIndex<'r> {
     /// Index `rules` (oldest first) that are visible to a proxy in `proxy_ns`.
-    pub(super) fn new(rules: &[&'r DestinationRule], proxy_ns: &str) -> Self {
+    pub(super) fn new(rules: &[&'r Arc<DestinationRule>], proxy_ns: &str) -> Self {
         let mut namespaces: FxHashMap<&'r str, Namespace<'r>> = FxHashMap::default();
         for &dr in rules.iter().filter(|d| d.export_to.visible_to(proxy_ns)) {
             let ns = namespaces.entry(dr.key.namespace.as_str()).or_default();
@@ -56,7 +58,7 @@ impl<'r> RuleIndex<'r> {
         proxy_ns: &str,
         service_ns: &str,
         root: &str,
-    ) -> Option<&'r DestinationRule> {
+    ) -> Option<&'r Arc<DestinationRule>> {
         [proxy_ns, service_ns, root].into_iter().find_map(|ns| {
             let rules = self.namespaces.get(ns)?;
             rules
@@ -97,13 +99,13 @@ mod tests {
 
     /// The rule as one pass over every rule finds it: the definition the index must keep.
     fn linear<'r>(
-        rules: &[&'r DestinationRule],
+        rules: &[&'r Arc<DestinationRule>],
         host: &str,
         namespaces: [&str; 3],
         proxy_ns: &str,
-    ) -> Option<&'r DestinationRule> {
+    ) -> Option<&'r Arc<DestinationRule>> {
         for ns in namespaces {
-            let mut best: Option<(&'r DestinationRule, usize)> = None;
+            let mut best: Option<(&'r Arc<DestinationRule>, usize)> = None;
             for &dr in rules
                 .iter()
                 .filter(|d| d.key.namespace == ns && d.export_to.visible_to(proxy_ns))
@@ -148,8 +150,9 @@ mod tests {
             rule("root", "r-exact", "db.example.com", all.clone()),
             rule("root", "r-hidden", "*", hidden()),
             rule("root", "r-wild", "*.org", all),
-        ];
-        let rules: Vec<&DestinationRule> = owned.iter().collect();
+        ]
+        .map(Arc::new);
+        let rules: Vec<&Arc<DestinationRule>> = owned.iter().collect();
         let hosts = [
             "api.example.com",
             "x.example.com",
@@ -167,7 +170,7 @@ mod tests {
             "*",
         ];
         let index = RuleIndex::new(&rules, "proxy");
-        let name = |d: Option<&DestinationRule>| d.map(|d| d.key.name.clone());
+        let name = |d: Option<&Arc<DestinationRule>>| d.map(|d| d.key.name.clone());
         for host in hosts {
             for (service_ns, root) in [
                 ("svc", "root"),

@@ -374,15 +374,15 @@ fn precedence_own_namespace_then_oldest() {
     );
     let t = table_ns(&yaml, "", "default", None);
     let c = &t.clusters[0];
-    assert_eq!(c.service.name, "zzz", "the proxy's own namespace wins");
+    assert_eq!(c.service.key.name, "zzz", "the proxy's own namespace wins");
     let t = table_ns(&yaml, "", "third", None);
     assert_eq!(
-        t.clusters[0].service.name, "aaa",
+        t.clusters[0].service.key.name, "aaa",
         "otherwise the oldest; equal ages: by name"
     );
     let age = |k: &crate::ObjectKey| if k.name == "zzz" { 1 } else { 2 };
     let t = table_ns(&yaml, "", "third", Some(&age));
-    assert_eq!(t.clusters[0].service.name, "zzz", "older by reload age");
+    assert_eq!(t.clusters[0].service.key.name, "zzz", "older by reload age");
 }
 
 #[test]
@@ -593,7 +593,7 @@ fn destination_rule_lookup_order() {
         table_ns(yaml, "", "egress", None).clusters[0]
             .destination_rule
             .as_ref()
-            .map(|k| format!("{}/{}", k.namespace, k.name))
+            .map(|d| format!("{}/{}", d.key.namespace, d.key.name))
     };
     let all = svc.clone()
         + &dr("root", "istio-system", "a.example.com")
@@ -788,4 +788,44 @@ proptest! {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+#[test]
+fn clusters_share_their_service_rule_and_empty_policy() {
+    let yaml = se(
+        "a",
+        "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS",
+    ) + &se(
+        "plain",
+        "hosts: [b.example.com]\nports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: http2, protocol: HTTP}]\nresolution: DNS",
+    ) + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: a.example.com, subset: s}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}\n  subsets: [{name: s, labels: {v: '1'}, trafficPolicy: {tls: {mode: SIMPLE}}}]\n";
+    let t = table(&yaml, "");
+    let by_name = |name: &str| {
+        let mut names = t.clusters.iter().map(|c| c.name.as_str());
+        t.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", names.by_ref().collect::<Vec<_>>()))
+    };
+    let subset = by_name("outbound|80|s|a.example.com");
+    assert_eq!(subset.host(), "a.example.com");
+    assert_eq!(subset.service.key.name, "a");
+    let rule = subset.destination_rule.as_ref().expect("the rule applies");
+    assert_eq!(rule.key.name, "d");
+    assert!(subset.policy.tls.is_some() && subset.policy.outlier_detection.is_some());
+    let (b80, b81) = (
+        by_name("outbound|80||b.example.com"),
+        by_name("outbound|81||b.example.com"),
+    );
+    assert_eq!((b80.host(), b81.host()), ("b.example.com", "b.example.com"));
+    assert!(b80.destination_rule.is_none());
+    assert_eq!(*b80.policy, crate::spec::PolicySettings::default());
+    assert!(
+        std::sync::Arc::ptr_eq(&b80.policy, &b81.policy),
+        "one empty policy for all"
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&b80.service, &b81.service),
+        "the registry's entry"
+    );
 }

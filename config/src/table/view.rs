@@ -289,11 +289,11 @@ fn upstream(u: &Upstream) -> String {
 fn cluster(c: &Cluster) -> ClusterView {
     ClusterView {
         name: c.name.clone(),
-        service: c.service.to_string(),
+        service: c.service.key.to_string(),
         protocol: c.protocol.as_str(),
         resolution: c.resolution.as_str(),
         upstream: upstream(&c.upstream),
-        destination_rule: c.destination_rule.as_ref().map(ToString::to_string),
+        destination_rule: c.destination_rule.as_ref().map(|d| d.key.to_string()),
         tls: c.policy.tls.as_ref().map(|t| match t.mode {
             TlsMode::Disable => "DISABLE",
             TlsMode::Simple => "SIMPLE",
