@@ -63,7 +63,7 @@ impl Contexts {
                     return None;
                 }
                 Some(Origination {
-                    config: client_config(tls, &c.subject_alt_names).map(Arc::new),
+                    config: client_config(tls, &c.service.subject_alt_names).map(Arc::new),
                     sni: tls
                         .sni
                         .clone()

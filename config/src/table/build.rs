@@ -337,7 +337,6 @@ impl<'r> Builder<'r, '_> {
             upstream,
             policy,
             destination_rule: v.dr.map(Arc::clone),
-            subject_alt_names: v.primary.subject_alt_names.clone(),
             connect_timeout,
         });
         self.cluster_index.insert(key, id);

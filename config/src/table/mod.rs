@@ -106,7 +106,7 @@ pub struct Cluster {
     /// `outbound|<port>|<subset>|<host>`
     pub name: String,
     /// The ServiceEntry the service view comes from (the oldest, spec §7.2), shared with the
-    /// registry.
+    /// registry; its `subject_alt_names` are used when the DestinationRule gives none.
     pub service: Arc<spec::ServiceEntry>,
     /// Service port number.
     pub port: u16,
@@ -120,8 +120,6 @@ pub struct Cluster {
     pub policy: Arc<PolicySettings>,
     /// The DestinationRule applied, if any.
     pub destination_rule: Option<Arc<spec::DestinationRule>>,
-    /// SANs from the ServiceEntry (used when the DestinationRule gives none).
-    pub subject_alt_names: Vec<String>,
     /// Connect timeout.
     pub connect_timeout: Duration,
 }

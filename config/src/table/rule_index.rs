@@ -6,11 +6,11 @@
 //! rules only (longest first), so compiling many services against many rules is no longer one
 //! pass over every rule per service.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use crate::host;
-use std::sync::Arc;
-
 use crate::spec::DestinationRule;
 
 /// The rules of one namespace, as the lookup wants them.

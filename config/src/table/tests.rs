@@ -801,11 +801,8 @@ fn clusters_share_their_service_rule_and_empty_policy() {
     ) + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: a.example.com, subset: s}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}\n  subsets: [{name: s, labels: {v: '1'}, trafficPolicy: {tls: {mode: SIMPLE}}}]\n";
     let t = table(&yaml, "");
     let by_name = |name: &str| {
-        let mut names = t.clusters.iter().map(|c| c.name.as_str());
-        t.clusters
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no {name} in {:?}", names.by_ref().collect::<Vec<_>>()))
+        let found = t.clusters.iter().find(|c| c.name == name);
+        found.unwrap_or_else(|| panic!("no cluster {name}"))
     };
     let subset = by_name("outbound|80|s|a.example.com");
     assert_eq!(subset.host(), "a.example.com");
