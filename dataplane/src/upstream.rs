@@ -5,8 +5,8 @@
 //! detection (spec §10.4: consecutive 5xx or gateway errors eject an endpoint for the base
 //! ejection time times its ejection count, within the maximum ejection percent).
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -115,13 +115,13 @@ pub fn cluster_for<'t>(
 /// Per-worker balancer state: active connections per endpoint, rotations, endpoint health.
 #[derive(Debug, Default)]
 pub struct Balancer {
-    active: RefCell<HashMap<SocketAddr, u32>>,
+    active: RefCell<FxHashMap<SocketAddr, u32>>,
     /// Rotation of resolved addresses.
     next: std::cell::Cell<usize>,
     /// Round-robin position per cluster.
-    round_robin: RefCell<HashMap<String, usize>>,
+    round_robin: RefCell<FxHashMap<String, usize>>,
     /// Outlier-detection state per endpoint.
-    health: RefCell<HashMap<SocketAddr, Health>>,
+    health: RefCell<FxHashMap<SocketAddr, Health>>,
 }
 
 /// One endpoint's outlier-detection state.
@@ -352,7 +352,7 @@ impl Balancer {
 fn may_eject(
     od: &OutlierDetection,
     cluster: &Cluster,
-    health: &HashMap<SocketAddr, Health>,
+    health: &FxHashMap<SocketAddr, Health>,
 ) -> bool {
     let Upstream::Static(endpoints) = &cluster.upstream else {
         return od.max_ejection_percent > 0;

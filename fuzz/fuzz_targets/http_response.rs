@@ -1,6 +1,7 @@
 //! Response heads from an upstream, and the head the proxy renders from them, on arbitrary
 //! bytes: never panic; a parsed head never claims more bytes than it was given, never carries
-//! both framings, and the relayed head parses back to the same status and framing.
+//! both framings, reads back the fields and reason httparse finds, and the relayed head parses
+//! back to the same status and framing.
 #![no_main]
 
 use dataplane::http::render;
@@ -8,21 +9,36 @@ use dataplane::http::response::{BodyFraming, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let method = if data.first().is_some_and(|b| b & 1 == 1) { "HEAD" } else { "GET" };
+    let method = if data.first().is_some_and(|b| b & 1 == 1) {
+        "HEAD"
+    } else {
+        "GET"
+    };
     if let Ok(Some(head)) = parse(data, method) {
         assert!(head.head_len <= data.len());
+        // The fields and reason read back are the ones httparse finds in the bytes.
+        let mut fields = [httparse::EMPTY_HEADER; dataplane::http::head::MAX_HEADERS];
+        let mut direct = httparse::Response::new(&mut fields);
+        if let Ok(httparse::Status::Complete(_)) = direct.parse(data) {
+            assert_eq!(head.reason(), direct.reason.unwrap_or_default());
+            let want: Vec<(&str, &[u8])> =
+                direct.headers.iter().map(|h| (h.name, h.value)).collect();
+            assert_eq!(head.headers().collect::<Vec<_>>(), want);
+        }
         let te = head
-            .headers
-            .iter()
+            .headers()
             .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
         let cl = head
-            .headers
-            .iter()
+            .headers()
             .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-        if head.framing != BodyFraming::None && method == "GET" && (100..200).contains(&head.status) {
+        if head.framing != BodyFraming::None && method == "GET" && (100..200).contains(&head.status)
+        {
             panic!("an interim response with a body");
         }
-        assert!(!(te && cl && head.framing != BodyFraming::None), "both framings");
+        assert!(
+            !(te && cl && head.framing != BodyFraming::None),
+            "both framings"
+        );
         let relayed = render::response(&head, &[], 1, head.close);
         if let Ok(Some(again)) = parse(&relayed, method) {
             assert_eq!(again.status, head.status);

@@ -254,8 +254,14 @@ impl HopByHop {
     /// the fields that frame or route a message (`Transfer-Encoding`, `Content-Length`,
     /// `Host`).
     pub fn of(headers: &[(String, Vec<u8>)]) -> Self {
+        Self::of_fields(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+    }
+
+    /// [`HopByHop::of`] a message whose fields are given one by one.
+    pub fn of_fields<'h>(headers: impl Iterator<Item = (&'h str, &'h [u8])>) -> Self {
         let mut named = Vec::new();
-        for v in values(headers, "connection") {
+        let connection = headers.filter(|(n, _)| n.eq_ignore_ascii_case("connection"));
+        for (_, v) in connection {
             for token in String::from_utf8_lossy(v).split(',') {
                 let token = token.trim();
                 let fixed = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token));

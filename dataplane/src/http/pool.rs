@@ -8,8 +8,8 @@
 //! clean (response complete, no `Connection: close`). An idle connection is checked with a
 //! non-blocking peek before reuse: one the origin closed (or that has stray bytes) is dropped.
 
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -67,10 +67,10 @@ struct Idle {
 /// A worker's pool.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<Key, Vec<Idle>>>,
+    idle: RefCell<FxHashMap<Key, Vec<Idle>>>,
     idle_count: Cell<usize>,
-    open: RefCell<HashMap<String, Rc<Cell<u32>>>>,
-    pending: RefCell<HashMap<String, Rc<Cell<u32>>>>,
+    open: RefCell<FxHashMap<String, Rc<Cell<u32>>>>,
+    pending: RefCell<FxHashMap<String, Rc<Cell<u32>>>>,
 }
 
 /// A request waiting for a connection of a full pool, counted until dropped.

@@ -111,16 +111,14 @@ pub fn response(
     service_time_ms: u128,
     close: bool,
 ) -> Vec<u8> {
-    let hop = HopByHop::of(&resp.headers);
+    let hop = HopByHop::of_fields(resp.headers());
     let switching = resp.status == 101;
     let mut service_time = itoa::Buffer::new();
     let service_time = service_time.format(service_time_ms);
-    let mut fields: Fields<'_> = Vec::with_capacity(resp.headers.len() + 2);
+    let mut fields: Fields<'_> = Vec::with_capacity(resp.headers().len() + 2);
     fields.extend(
-        resp.headers
-            .iter()
-            .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")))
-            .map(|(n, v)| (n.as_str(), v.as_slice())),
+        resp.headers()
+            .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade"))),
     );
     apply(&mut fields, ops);
     fields.push(("x-envoy-upstream-service-time", service_time.as_bytes()));
@@ -134,7 +132,7 @@ pub fn response(
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.format(resp.status).as_bytes());
     buf.push(b' ');
-    buf.extend_from_slice(resp.reason.as_bytes());
+    buf.extend_from_slice(resp.reason().as_bytes());
     buf.extend_from_slice(b"\r\n");
     write_fields(&mut buf, &fields);
     buf
