@@ -1,5 +1,6 @@
 //! The crate's only `unsafe`: borrowing a runtime socket's file descriptor as a `socket2`
-//! reference (so socket options are read and set through socket2's safe API), and the
+//! reference (so socket options are read and set through socket2's safe API), the one-call
+//! `ioctl(FIONBIO)` that makes a socket non-blocking, and the
 //! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
 //! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised;
 //! and one allocator option set before `main`.
@@ -37,6 +38,19 @@ pub fn with_socket<R>(socket: &impl AsRawFd, f: impl FnOnce(&SockRef<'_>) -> R) 
     // dropped before we return), and nothing here closes it.
     let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
     f(&SockRef::from(&fd))
+}
+
+/// Put the socket behind `socket` in non-blocking mode with one `ioctl(FIONBIO)`, as std does
+/// (socket2's `set_nonblocking` reads the flags and writes them back: two system calls).
+pub fn set_nonblocking(socket: &impl AsRawFd) -> io::Result<()> {
+    let mut on: libc::c_int = 1;
+    // SAFETY: `socket` is borrowed for the call, so its descriptor is open; FIONBIO reads one
+    // `c_int` from the pointer, which points at `on` on this stack frame.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONBIO, &raw mut on) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether an idle connected socket has neither been closed by its peer nor received bytes

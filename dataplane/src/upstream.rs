@@ -402,14 +402,12 @@ pub async fn connect(
     mark: u32,
     timeout: Duration,
 ) -> Result<TcpStream, UpstreamError> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+    // Non-blocking from the start (`SOCK_NONBLOCK`): no system call to make it so.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
         .map_err(UpstreamError::Connect)?;
     if mark != 0 {
         socket.set_mark(mark).map_err(UpstreamError::Connect)?;
     }
-    socket
-        .set_nonblocking(true)
-        .map_err(UpstreamError::Connect)?;
     socket
         .set_tcp_nodelay(true)
         .map_err(UpstreamError::Connect)?;

@@ -239,7 +239,7 @@ pub fn forward<'a>(
     async move {
         // Both ways of moving bytes make non-blocking system calls after a readiness wait: io_uring
         // hands out sockets in blocking mode, and a blocking call would stall the whole worker.
-        let nonblocking = |s: &TcpStream| crate::sys::with_socket(s, |s| s.set_nonblocking(true));
+        let nonblocking = crate::sys::set_nonblocking;
         if let Err(e) = nonblocking(client).and_then(|()| nonblocking(upstream)) {
             return Forwarded {
                 error: Some(e),
