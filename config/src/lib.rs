@@ -29,6 +29,8 @@ pub mod spec;
 pub mod table;
 pub mod validate;
 
+use std::sync::Arc;
+
 use finding::{Findings, Origin};
 use spec::Mesh;
 use table::RouteTable;
@@ -109,7 +111,7 @@ pub struct ParseCache {
 
 #[derive(Debug)]
 struct Parsed {
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     objects: Vec<load::Object>,
     findings: Vec<Finding>,
     /// Each object's validation outcome (`checked[i]` is `objects[i]`'s), valid for the
@@ -132,7 +134,10 @@ impl ParseCache {
     /// bytes changed since the last load; either way its objects and findings now say `index`.
     fn refresh(&mut self, index: usize, source: &Source) {
         match self.files.get_mut(&source.name) {
-            Some(p) if p.bytes == source.bytes => p.set_file(index),
+            // The same allocation (a file the caller did not read again), or the same bytes.
+            Some(p) if Arc::ptr_eq(&p.bytes, &source.bytes) || p.bytes == source.bytes => {
+                p.set_file(index);
+            }
             _ => {
                 let parsed = Parsed::new(index, source);
                 self.files.insert(source.name.clone(), parsed);

@@ -56,6 +56,8 @@ pub struct Loader {
     next: u64,
     /// Decoded files of the last load.
     cache: dataplane_config::ParseCache,
+    /// The bytes of the last load's files.
+    files: config_files::FileCache,
 }
 
 /// When an object was loaded.
@@ -75,13 +77,15 @@ impl Loader {
             ages: FxHashMap::default(),
             next: 1,
             cache: dataplane_config::ParseCache::default(),
+            files: config_files::FileCache::default(),
         }
     }
 
     /// Read, validate and compile everything. Warnings are logged; errors reject the load and
     /// are returned, one line each.
     pub fn load(&mut self) -> Result<RouteTable, Vec<String>> {
-        let files = config_files::read_sources(&self.sources.paths).map_err(|e| vec![e])?;
+        let files = config_files::read_sources_cached(&self.sources.paths, &mut self.files)
+            .map_err(|e| vec![e])?;
         let mesh = config_files::read_mesh(self.sources.mesh.as_deref()).map_err(|e| vec![e])?;
         let generation = self.next;
         let ages = &self.ages;

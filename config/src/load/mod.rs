@@ -23,16 +23,22 @@ use crate::model::{
 pub struct Source {
     /// Name used in findings (usually the path).
     pub name: String,
-    /// Raw bytes; need not be UTF-8 (that is reported).
-    pub bytes: Vec<u8>,
+    /// Raw bytes; need not be UTF-8 (that is reported). Shared, so a caller that knows a file
+    /// did not change can hand the same bytes in again without a copy.
+    pub bytes: Arc<[u8]>,
 }
 
 impl Source {
     /// A source from a name and text.
     pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self::shared(name, bytes.into().into())
+    }
+
+    /// A source from a name and bytes already shared.
+    pub fn shared(name: impl Into<String>, bytes: Arc<[u8]>) -> Self {
         Self {
             name: name.into(),
-            bytes: bytes.into(),
+            bytes,
         }
     }
 }
