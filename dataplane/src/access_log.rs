@@ -234,7 +234,7 @@ impl Entry {
     /// Append the record as one JSON object, byte for byte what `serde_json` makes of its
     /// `Serialize` form (a test holds the two together), with the keys written as they are:
     /// through `serde_json` every key was escaped again, a quarter of the line's encoding.
-    fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut digits = itoa::Buffer::new();
         out.extend_from_slice(b"{\"start_ms\":");
         out.extend_from_slice(digits.format(self.start_ms).as_bytes());

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# User-space instructions per S4 request in the proxy, counted by callgrind (repeatable, unlike
+# timings on this machine). Starts the bench's origins (scripts/bench's Lab), runs BIN (default
+# target/release/dataplane) under valgrind on 127.0.0.2 with the epoll driver (valgrind does not
+# follow io_uring), warms it with one request, zeroes the counters, drives it with
+# `wrk -t1 -c10 -d8s` through S4's route, dumps, and prints instructions per request.
+# Usage: perf/scripts/http-instructions.sh [BIN]   (needs valgrind and wrk)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${1:-$ROOT/target/release/dataplane}
+OUT=$(mktemp -d)
+cat > "$OUT/lab.py" <<PY
+import importlib.machinery, importlib.util, signal, sys, time
+loader = importlib.machinery.SourceFileLoader("bench", "$ROOT/scripts/bench")
+spec = importlib.util.spec_from_loader("bench", loader)
+bench = importlib.util.module_from_spec(spec); loader.exec_module(bench)
+lab = bench.Lab(None, False)
+signal.signal(signal.SIGTERM, lambda *a: (lab.stop(), sys.exit(0)))
+lab.start()
+open("$OUT/dir", "w").write(lab.dir)
+while True: time.sleep(1)
+PY
+python3 "$OUT/lab.py" > "$OUT/lab.log" 2>&1 &
+LAB=$!
+trap 'kill $LAB 2>/dev/null; pkill -INT -f "callgrind-out-file=$OUT" 2>/dev/null; true' EXIT
+for _ in $(seq 1 60); do [ -s "$OUT/dir" ] && curl -s -o /dev/null http://127.0.0.1:8080/1k && break; sleep 1; done
+D=$(cat "$OUT/dir")
+DATAPLANE_IO_DRIVER=epoll valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" "$BIN" run \
+  --capture listeners --bind 127.0.0.2 --workers 1 --config "$D/conf" --mesh "$D/mesh.yaml" \
+  --admin 127.0.0.2:15999 --status-port 0 --prometheus-port 0 > /dev/null 2> "$OUT/proxy.err" &
+for _ in $(seq 1 120); do curl -s -o /dev/null http://127.0.0.2:15999/ready && break; sleep 1; done
+curl -s -o /dev/null -H "Host: origin.example" http://127.0.0.2:8084/1k
+callgrind_control -z > /dev/null
+REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: origin.example" http://127.0.0.2:8084/1k | awk '/requests in/{print $1}')
+callgrind_control -d > /dev/null
+sleep 1
+TOTAL=$(grep -h "^summary:\|^totals:" "$OUT"/cg.*.1 | head -1 | awk '{print $2}')
+echo "requests $REQUESTS, user-space instructions per request $((TOTAL / REQUESTS))"
