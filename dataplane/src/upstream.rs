@@ -396,7 +396,8 @@ pub async fn verify_destination(
     }
 }
 
-/// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout`.
+/// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout`. The socket is
+/// non-blocking, which forwarding relies on.
 pub async fn connect(
     addr: SocketAddr,
     mark: u32,

@@ -223,8 +223,8 @@ where
     }
 }
 
-/// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection,
-/// freed once sent) upstream first; spliced through two of `pipes` when given (`--forward
+/// Forward between `client` and `upstream` (non-blocking, as [`crate::upstream::connect`]
+/// makes it), sending `prefix` (the bytes read for detection, freed once sent) upstream first; spliced through two of `pipes` when given (`--forward
 /// splice`) and pipes can be had, else copied. Parameters are borrowed where they can be: every
 /// idle connection keeps them in its task.
 #[allow(clippy::manual_async_fn)] // parameters stored once: see the module doc
@@ -237,10 +237,10 @@ pub fn forward<'a>(
     timer: &'a CoarseTimer,
 ) -> impl Future<Output = Forwarded> + 'a {
     async move {
-        // Both ways of moving bytes make non-blocking system calls after a readiness wait: io_uring
-        // hands out sockets in blocking mode, and a blocking call would stall the whole worker.
-        let nonblocking = crate::sys::set_nonblocking;
-        if let Err(e) = nonblocking(client).and_then(|()| nonblocking(upstream)) {
+        // Both ways of moving bytes make non-blocking system calls after a readiness wait, and a
+        // blocking call would stall the whole worker. io_uring hands accepted sockets out in
+        // blocking mode; upstream sockets are non-blocking from `upstream::connect` on.
+        if let Err(e) = crate::sys::set_nonblocking(client) {
             return Forwarded {
                 error: Some(e),
                 ..Forwarded::default()
