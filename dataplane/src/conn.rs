@@ -494,6 +494,7 @@ mod tests {
                 verify_original_destination: false,
                 stream_idle_timeout: Duration::from_secs(300),
                 max_connections: 1000,
+                sched: crate::runtime::Sched::Normal,
             };
             let worker = Rc::new(Worker {
                 settings: Rc::new(settings),

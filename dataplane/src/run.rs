@@ -98,6 +98,16 @@ pub struct RunArgs {
     /// kept for listeners, DNS and admin), shared by the workers.
     #[arg(long, env = "DATAPLANE_MAX_CONNECTIONS_PER_WORKER")]
     pub max_connections_per_worker: Option<usize>,
+    /// How the kernel schedules the workers: `normal` (SCHED_OTHER) or `batch` (SCHED_BATCH:
+    /// a woken worker does not preempt the task on its core; for hosts whose clients share the
+    /// workers' cores and mostly wait on the network, not for cores shared with busy programs).
+    #[arg(
+        long,
+        env = "DATAPLANE_WORKER_SCHED",
+        value_enum,
+        default_value = "normal"
+    )]
+    pub worker_sched: runtime::Sched,
 }
 
 /// Connections per worker the open-file limit allows: two descriptors per proxied connection,
@@ -194,6 +204,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         verify_original_destination: args.verify_original_destination,
         stream_idle_timeout: args.stream_idle_timeout,
         max_connections: 0,
+        sched: args.worker_sched,
     };
     let addresses = runtime::listen_addresses(&settings, &table.ports());
     let workers = args

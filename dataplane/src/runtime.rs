@@ -60,6 +60,20 @@ pub struct Settings {
     pub stream_idle_timeout: Duration,
     /// Client connections a worker holds at most.
     pub max_connections: usize,
+    /// The workers' scheduling policy.
+    pub sched: Sched,
+}
+
+/// How the kernel schedules the worker threads (`--worker-sched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sched {
+    /// `SCHED_OTHER`: a worker woken by a socket preempts the task running on its core.
+    Normal,
+    /// `SCHED_BATCH`: a woken worker waits for the task on its core to sleep or use up its
+    /// slice. It pays where clients share the workers' cores and mostly wait on the network
+    /// (fewer switches per exchange); it costs milliseconds where they compute. perf/README
+    /// has the figures both ways.
+    Batch,
 }
 
 impl Settings {
@@ -166,6 +180,11 @@ pub fn start(
             .spawn(move || {
                 if let Err(e) = monoio::utils::bind_to_cpu_set([id % cores]) {
                     tracing::warn!(worker = id, "cannot pin to a core: {e:?}");
+                }
+                if settings.sched == Sched::Batch
+                    && let Err(e) = crate::sys::set_thread_batch_scheduling()
+                {
+                    tracing::warn!(worker = id, "cannot use SCHED_BATCH: {e}");
                 }
                 let listeners: Result<Vec<_>, String> = addresses
                     .iter()

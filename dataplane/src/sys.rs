@@ -2,8 +2,8 @@
 //! reference (so socket options are read and set through socket2's safe API), the one-call
 //! `ioctl(FIONBIO)` that makes a socket non-blocking, and the
 //! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
-//! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised;
-//! and one allocator option set before `main`.
+//! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised,
+//! and the calling thread's scheduling policy; and one allocator option set before `main`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -47,6 +47,20 @@ pub fn set_nonblocking(socket: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: `socket` is borrowed for the call, so its descriptor is open; FIONBIO reads one
     // `c_int` from the pointer, which points at `on` on this stack frame.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONBIO, &raw mut on) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Move the calling thread to `SCHED_BATCH`: the same share of CPU as `SCHED_OTHER` at the
+/// same nice level, but its wake-ups do not preempt the task running on its core (the
+/// scheduler's tick decides). `sched_setscheduler(2)` with pid 0 acts on the calling thread.
+pub fn set_thread_batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the kernel only reads the `sched_param` behind the
+    // pointer, which lives on this stack frame for the whole call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

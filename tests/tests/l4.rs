@@ -391,3 +391,59 @@ fn bulk(forward: &str) {
     assert_eq!(forwarded["bytes_sent"], LEN as u64);
     assert_eq!(forwarded["bytes_received"], LEN as u64);
 }
+
+/// The scheduling policy of each of `pid`'s threads, by name: field 41 of
+/// `/proc/PID/task/TID/stat` (0 SCHED_OTHER, 3 SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // The name is in parentheses and may hold spaces: fields are counted after it.
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let name = head.split_once(" (").unwrap().1.to_string();
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn worker_sched_batch_applies_to_workers_only() {
+    let up = Upstream::start(b"A\n");
+    for (flag, expected) in [(None, 0), (Some("batch"), 3)] {
+        let port = free_port();
+        let mut args = vec!["--capture", "listeners", "--workers", "2"];
+        if let Some(f) = flag {
+            args.extend(["--worker-sched", f]);
+        }
+        let proxy = Proxy::start(
+            &static_tcp("db-a", "127.0.0.2", port, up.port),
+            REGISTRY_ONLY,
+            &args,
+            port,
+        );
+        // It forwards as before.
+        let mut s = connect(&format!("127.0.0.2:{port}"));
+        assert_eq!(read_exact(&mut s, 2), b"A\n");
+
+        let policies = thread_policies(proxy.pid());
+        let workers: Vec<_> = policies
+            .iter()
+            .filter(|(n, _)| n.starts_with("worker-"))
+            .collect();
+        assert_eq!(workers.len(), 2, "{policies:?}");
+        assert!(
+            workers.iter().all(|(_, p)| *p == expected),
+            "{flag:?}: {policies:?}"
+        );
+        // The control, access-log and admin threads keep the default policy.
+        assert!(
+            policies
+                .iter()
+                .filter(|(n, _)| !n.starts_with("worker-"))
+                .all(|(_, p)| *p == 0),
+            "{policies:?}"
+        );
+    }
+}
