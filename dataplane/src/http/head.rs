@@ -262,14 +262,18 @@ impl HopByHop {
         let mut named = Vec::new();
         let connection = headers.filter(|(n, _)| n.eq_ignore_ascii_case("connection"));
         for (_, v) in connection {
-            for token in String::from_utf8_lossy(v).split(',') {
-                let token = token.trim();
-                let fixed = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token));
+            // Tokens are ASCII and separated by commas with optional spaces or tabs (RFC 9110
+            // section 7.6.1): compared as bytes, so the common `keep-alive` and `close` cost no
+            // decoding and no allocation.
+            for token in v.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                let is = |h: &&str| h.as_bytes().eq_ignore_ascii_case(token);
+                let fixed = HOP_BY_HOP.iter().any(is);
                 let framing = ["transfer-encoding", "content-length", "host"]
                     .iter()
-                    .any(|h| h.eq_ignore_ascii_case(token));
+                    .any(is);
                 if !token.is_empty() && !fixed && !framing {
-                    named.push(token.to_ascii_lowercase());
+                    named.push(String::from_utf8_lossy(token).to_ascii_lowercase());
                 }
             }
         }
@@ -422,6 +426,13 @@ mod tests {
         assert!(!h.close && h.expect_continue && !h.upgrade);
         let hop = HopByHop::of(&h.headers);
         assert!(hop.contains("X-Custom") && hop.contains("keep-alive") && !hop.contains("host"));
+        // Empty tokens, tabs and the framing fields a `Connection` header may not remove.
+        let h = ok(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: ,\tX-A ,Host, content-length,close\r\n\r\n",
+        );
+        let hop = HopByHop::of(&h.headers);
+        assert!(hop.contains("x-a") && hop.contains("Connection"));
+        assert!(!hop.contains("host") && !hop.contains("Content-Length") && !hop.contains(""));
         let h =
             ok("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.upgrade);
