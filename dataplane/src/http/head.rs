@@ -77,17 +77,31 @@ pub fn values<'a>(
         .map(|(_, v)| v.as_slice())
 }
 
-/// The comma-separated tokens of every `name` field, trimmed and lower-cased
-/// (`Connection: keep-alive, Upgrade` gives `keep-alive`, `upgrade`).
-pub fn tokens(headers: &[(String, Vec<u8>)], name: &str) -> Vec<String> {
-    values(headers, name)
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+/// The comma-separated tokens of every field named `name` (case-insensitive), as received
+/// but for the spaces and tabs around them (RFC 9110 section 5.6.1): `Connection: keep-alive,
+/// Upgrade` gives `keep-alive`, `Upgrade`. Tokens are ASCII, so they are compared as bytes:
+/// nothing is decoded or allocated.
+pub fn tokens<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    name: &str,
+) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+}
+
+/// Whether any token of the fields named `name` is `token`, ASCII case aside.
+pub fn has_token<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    name: &str,
+    token: &str,
+) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A request head's fields as borrowed pairs, the form [`tokens`] reads.
+fn pairs(headers: &[(String, Vec<u8>)]) -> impl Iterator<Item = (&str, &[u8])> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
 }
 
 /// Parse a request head. `Ok(None)`: incomplete, read more.
@@ -211,12 +225,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
         }
         (true, _) => return Err(Reject::BadRequest("more than one Content-Length")),
     };
-    let tokens = |name: &'static str| tokens(&headers, name);
-    let connection = tokens("connection");
-    let close = connection.iter().any(|t| t == "close")
-        || (minor_version == 0 && !connection.iter().any(|t| t == "keep-alive"));
-    let upgrade = connection.iter().any(|t| t == "upgrade") && values("upgrade").next().is_some();
-    let expect_continue = tokens("expect").iter().any(|t| t == "100-continue");
+    let has = |name, token| has_token(pairs(&headers), name, token);
+    let close =
+        has("connection", "close") || (minor_version == 0 && !has("connection", "keep-alive"));
+    let upgrade = has("connection", "upgrade") && values("upgrade").next().is_some();
+    let expect_continue = has("expect", "100-continue");
     Ok(Some(RequestHead {
         method,
         target,
@@ -254,27 +267,21 @@ impl HopByHop {
     /// the fields that frame or route a message (`Transfer-Encoding`, `Content-Length`,
     /// `Host`).
     pub fn of(headers: &[(String, Vec<u8>)]) -> Self {
-        Self::of_fields(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+        Self::of_fields(pairs(headers))
     }
 
     /// [`HopByHop::of`] a message whose fields are given one by one.
     pub fn of_fields<'h>(headers: impl Iterator<Item = (&'h str, &'h [u8])>) -> Self {
         let mut named = Vec::new();
-        let connection = headers.filter(|(n, _)| n.eq_ignore_ascii_case("connection"));
-        for (_, v) in connection {
-            // Tokens are ASCII and separated by commas with optional spaces or tabs (RFC 9110
-            // section 7.6.1): compared as bytes, so the common `keep-alive` and `close` cost no
-            // decoding and no allocation.
-            for token in v.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                let is = |h: &&str| h.as_bytes().eq_ignore_ascii_case(token);
-                let fixed = HOP_BY_HOP.iter().any(is);
-                let framing = ["transfer-encoding", "content-length", "host"]
-                    .iter()
-                    .any(is);
-                if !token.is_empty() && !fixed && !framing {
-                    named.push(String::from_utf8_lossy(token).to_ascii_lowercase());
-                }
+        for token in tokens(headers, "connection") {
+            let is = |h: &&str| h.as_bytes().eq_ignore_ascii_case(token);
+            let fixed = HOP_BY_HOP.iter().any(is);
+            let framing = ["transfer-encoding", "content-length", "host"]
+                .iter()
+                .any(is);
+            // Only a token naming another field allocates.
+            if !token.is_empty() && !fixed && !framing {
+                named.push(String::from_utf8_lossy(token).to_ascii_lowercase());
             }
         }
         Self { named }

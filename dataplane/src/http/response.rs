@@ -2,7 +2,7 @@
 //! relaying needs: status, how the body is delimited (RFC 9112 §6.3), and whether the upstream
 //! connection can carry another request.
 
-use super::head::{MAX_HEAD, MAX_HEADERS};
+use super::head::{MAX_HEAD, MAX_HEADERS, has_token, tokens};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,19 +65,6 @@ impl ResponseHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalid(pub &'static str);
 
-/// Whether any comma-separated token of the fields named `name` is `token` (ASCII case and
-/// optional whitespace aside).
-fn has_token<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    name: &str,
-    token: &str,
-) -> bool {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| v.split(|&b| b == b',').map(<[u8]>::trim_ascii))
-        .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// Parse a response head to a request with `method`. `Ok(None)`: incomplete.
 pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -110,14 +97,8 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
         })
         .collect();
     let headers = || resp.headers.iter().map(|h| (h.name, h.value));
-    let last_coding = headers()
-        .rfind(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|(_, v)| {
-            v.rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii()
-        });
+    // The last coding decides (`None`: no Transfer-Encoding field at all).
+    let last_coding = tokens(headers(), "transfer-encoding").last();
     let te = last_coding.is_some();
     let cl: Vec<&[u8]> = headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
