@@ -1,10 +1,14 @@
-//! A per-worker timer for the long timeouts that every open connection holds at once (the TCP
-//! idle timeout). A runtime timer (`monoio::time::sleep`) is 640 bytes, cache-line padded, and
-//! would be stored in every connection's task; an entry here is a deadline and a waker in one
-//! slab, and one sweeper task per worker wakes the entries that are due.
+//! A per-worker timer for the timeouts that every open connection and every HTTP exchange hold
+//! (the TCP idle timeout; the client idle, stream idle, per-try and route timeouts). A runtime
+//! timer (`monoio::time::sleep`) is 640 bytes, cache-line padded, and goes in and out of the
+//! runtime's wheel: stored in every connection's task, or made for every read and write of an
+//! exchange, it was 7% of a keep-alive request's user-space instructions. An entry here is a
+//! deadline and a waker in one slab, and one sweeper task per worker wakes the entries that are
+//! due.
 //!
-//! Precision: an entry is woken at or after its deadline, within [`SWEEP_MIN`] when the sweeper
-//! is already due sooner, otherwise as soon as the registration wakes the sweeper.
+//! Precision: an entry is woken at or after its deadline, and no sooner than [`SWEEP_MIN`] after
+//! the previous sweep. A deadline due before the sweeper's plan wakes it to plan again, so short
+//! timeouts (a per-try timeout) cost a sweep over every entry each [`SWEEP_MIN`] while they run.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -80,6 +84,19 @@ impl CoarseTimer {
         }
     }
 
+    /// `future`'s output, or [`Elapsed`] once `deadline` has passed first.
+    pub fn timeout_at<F: Future>(&self, deadline: Instant, future: F) -> Timeout<'_, F> {
+        Timeout {
+            future,
+            sleep: self.sleep_until(deadline),
+        }
+    }
+
+    /// [`CoarseTimer::timeout_at`] `after` from now.
+    pub fn timeout<F: Future>(&self, after: Duration, future: F) -> Timeout<'_, F> {
+        self.timeout_at(Instant::now() + after, future)
+    }
+
     /// Entries registered now (for tests).
     pub fn len(&self) -> usize {
         self.inner.borrow().entries.len()
@@ -127,7 +144,12 @@ impl Future for SleepUntil<'_> {
         let deadline = self.deadline;
         let mut inner = self.timer.inner.borrow_mut();
         match self.key {
-            Some(key) => inner.entries[key].1 = Some(cx.waker().clone()),
+            Some(key) => {
+                let waker = &mut inner.entries[key].1;
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+            }
             None => {
                 let key = inner.entries.insert((deadline, Some(cx.waker().clone())));
                 // Due before the sweeper's next wake: have it plan again.
@@ -142,6 +164,31 @@ impl Future for SleepUntil<'_> {
             }
         }
         Poll::Pending
+    }
+}
+
+/// The deadline of a [`Timeout`] passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+pin_project_lite::pin_project! {
+    /// See [`CoarseTimer::timeout_at`]. The future is polled first: one that is ready when its
+    /// deadline passes still wins.
+    pub struct Timeout<'t, F> {
+        #[pin]
+        future: F,
+        sleep: SleepUntil<'t>,
+    }
+}
+
+impl<F: Future> Future for Timeout<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed))
     }
 }
 
@@ -209,6 +256,25 @@ mod tests {
             assert_eq!(timer.len(), 1);
             drop(far);
             assert!(timer.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_timeout_returns_the_output_or_elapsed_and_deregisters() {
+        runtime().block_on(async {
+            let timer = CoarseTimer::default();
+            monoio::spawn(timer.clone().sweep());
+            let quick = timer.timeout(Duration::from_secs(3600), async { 7 }).await;
+            assert_eq!(quick, Ok(7));
+            let start = Instant::now();
+            let never = std::future::pending::<()>();
+            let late = timer.timeout(Duration::from_millis(30), never).await;
+            assert_eq!(late, Err(Elapsed));
+            assert!(start.elapsed() >= Duration::from_millis(30));
+            // Ready at once: the future wins even with its deadline already passed.
+            let past = timer.timeout_at(start, async { "first" }).await;
+            assert_eq!(past, Ok("first"));
+            assert!(timer.is_empty(), "finished timeouts leave no entry");
         });
     }
 }

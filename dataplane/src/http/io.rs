@@ -11,6 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::chunked::Tracker;
+use crate::coarse_timer::CoarseTimer;
 
 /// First read buffer of a connection (a request or response head fits).
 pub const FIRST_BUFFER: usize = 8 * 1024;
@@ -182,9 +183,9 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
     dst: &mut W,
     body: Body,
     replay: &mut Replay,
+    timer: &CoarseTimer,
     idle: std::time::Duration,
 ) -> Result<u64, BodyError> {
-    use monoio::time::timeout;
     let mut left = match body {
         Body::Length(n) => n,
         _ => u64::MAX,
@@ -220,13 +221,15 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         src.consume(n);
         done = end;
     }
-    let (res, _) = timeout(idle, dst.write_all(head))
+    let (res, _) = timer
+        .timeout(idle, dst.write_all(head))
         .await
         .map_err(|_| BodyError::Idle)?;
     res.map_err(BodyError::Write)?;
     while !done {
         if src.data().is_empty() {
-            match timeout(idle, src.fill(BODY_BUFFER))
+            match timer
+                .timeout(idle, src.fill(BODY_BUFFER))
                 .await
                 .map_err(|_| BodyError::Idle)?
             {
@@ -241,7 +244,8 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         let (n, end) = take(src.data(), &mut left)?;
         replay.keep(&src.data()[..n]);
         relayed += n as u64;
-        timeout(idle, src.forward(dst, n))
+        timer
+            .timeout(idle, src.forward(dst, n))
             .await
             .map_err(|_| BodyError::Idle)?
             .map_err(BodyError::Write)?;
@@ -359,6 +363,7 @@ mod tests {
                 &mut dst,
                 body,
                 &mut replay,
+                &CoarseTimer::default(),
                 idle,
             )
             .await

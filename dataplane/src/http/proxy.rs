@@ -22,6 +22,7 @@ use super::pool::{self, Key, Pooled};
 use super::render::{self, Outbound};
 use super::response::{self, BodyFraming, ResponseHead};
 use crate::access_log::Entry;
+use crate::coarse_timer::CoarseTimer;
 use crate::conn::Worker;
 use crate::origination::{Origination, Sni};
 use crate::runtime::Capture;
@@ -69,7 +70,13 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
         let mut log = Entry::start();
         log.source = cx.source;
         log.destination = Some(cx.dst);
-        let head = match read_head(&mut client, cx.worker.settings.detect_timeout).await {
+        let head = match read_head(
+            &mut client,
+            &cx.worker.timer,
+            cx.worker.settings.detect_timeout,
+        )
+        .await
+        {
             HeadRead::Head(h) => h,
             HeadRead::Closed => break,
             HeadRead::Refused(status, why) => {
@@ -115,7 +122,11 @@ enum HeadRead {
 /// Read the next request head: the first byte may take [`CLIENT_IDLE`], the whole head must
 /// arrive within `head_timeout` of its first byte (a client sending its head a byte at a time
 /// is cut there).
-async fn read_head(client: &mut Buffered<TcpStream>, head_timeout: Duration) -> HeadRead {
+async fn read_head(
+    client: &mut Buffered<TcpStream>,
+    timer: &CoarseTimer,
+    head_timeout: Duration,
+) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
         if !client.data().is_empty() {
@@ -135,7 +146,7 @@ async fn read_head(client: &mut Buffered<TcpStream>, head_timeout: Duration) -> 
             let d = *deadline.get_or_insert_with(|| Instant::now() + head_timeout);
             d.saturating_duration_since(Instant::now())
         };
-        match monoio::time::timeout(wait, client.fill(head::MAX_HEAD + 1)).await {
+        match timer.timeout(wait, client.fill(head::MAX_HEAD + 1)).await {
             Ok(Ok(n)) if n > 0 => {}
             Err(_) if !client.data().is_empty() => {
                 return HeadRead::Refused(408, "request head timeout");
@@ -456,6 +467,7 @@ async fn forward(
                 &mut up.conn.io,
                 body_of(head.framing),
                 &mut replay,
+                &cx.worker.timer,
                 cx.worker.settings.stream_idle_timeout,
             )
             .await
@@ -518,7 +530,7 @@ async fn forward(
         let idle = cx.worker.settings.stream_idle_timeout;
         let idle_binds = bound.is_none_or(|b| idle < b);
         let wait = Some(bound.map_or(idle, |b| b.min(idle)));
-        let response = read_response(&mut up.conn, &head.method, wait).await;
+        let response = read_response(&mut up.conn, &cx.worker.timer, &head.method, wait).await;
         if let Dest::Cluster(_, cluster) = dest {
             let outcome = match &response {
                 Ok(r) => Outcome::Status(r.status),
@@ -817,6 +829,7 @@ enum ReadFailure {
 /// Read a final response head (interim 1xx other than 101 are skipped), within `wait`.
 async fn read_response(
     up: &mut Buffered<UpstreamIo>,
+    timer: &CoarseTimer,
     method: &str,
     wait: Option<Duration>,
 ) -> Result<ResponseHead, ReadFailure> {
@@ -846,7 +859,8 @@ async fn read_response(
     };
     match wait {
         None => read.await,
-        Some(w) => monoio::time::timeout(w, read)
+        Some(w) => timer
+            .timeout(w, read)
             .await
             .unwrap_or(Err(ReadFailure::Timeout)),
     }
@@ -899,11 +913,15 @@ async fn relay_response(
         &mut client.io,
         response_body(resp.framing),
         &mut no_replay,
+        &cx.worker.timer,
         cx.worker.settings.stream_idle_timeout,
     );
     let relayed = match deadline {
         None => relay.await,
-        Some(d) => monoio::time::timeout(d.saturating_duration_since(Instant::now()), relay)
+        Some(d) => cx
+            .worker
+            .timer
+            .timeout_at(d, relay)
             .await
             .unwrap_or_else(|_| Err(BodyError::Read(std::io::ErrorKind::TimedOut.into()))),
     };
