@@ -287,10 +287,19 @@ impl HopByHop {
         Self { named }
     }
 
-    /// Whether `name` is removed before forwarding.
+    /// Whether `name` is removed before forwarding. Asked of every field of every message:
+    /// the fixed names are told apart by length first.
     pub fn contains(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self.named.iter().any(|h| h.eq_ignore_ascii_case(name))
+        let fixed = match name.len() {
+            2 => name.eq_ignore_ascii_case(HOP_BY_HOP[3]),
+            7 => name.eq_ignore_ascii_case(HOP_BY_HOP[4]),
+            10 => {
+                name.eq_ignore_ascii_case(HOP_BY_HOP[0]) || name.eq_ignore_ascii_case(HOP_BY_HOP[1])
+            }
+            16 => name.eq_ignore_ascii_case(HOP_BY_HOP[2]),
+            _ => false,
+        };
+        fixed || self.named.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 }
 
@@ -304,6 +313,35 @@ mod tests {
 
     fn rejected(raw: &str) -> u16 {
         parse(raw.as_bytes()).expect_err("refused").status()
+    }
+
+    #[test]
+    fn fixed_hop_by_hop_names_in_any_case_and_nothing_else() {
+        let none = HopByHop::default();
+        for name in HOP_BY_HOP {
+            assert!(none.contains(name), "{name}");
+            assert!(none.contains(&name.to_ascii_uppercase()), "{name}");
+        }
+        // Same lengths as the fixed names, and fields a proxy must keep.
+        for name in [
+            "tx",
+            "upgrad",
+            "upgradee",
+            "connectiox",
+            "keep-alivf",
+            "proxy-connectiom",
+        ] {
+            assert!(!none.contains(name), "{name}");
+        }
+        for name in [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "x-upgrade",
+            "",
+        ] {
+            assert!(!none.contains(name), "{name}");
+        }
     }
 
     #[test]

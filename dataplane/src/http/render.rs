@@ -116,10 +116,11 @@ pub fn response(
     let mut service_time = itoa::Buffer::new();
     let service_time = service_time.format(service_time_ms);
     let mut fields: Fields<'_> = Vec::with_capacity(resp.headers().len() + 2);
-    fields.extend(
-        resp.headers()
-            .filter(|(n, _)| !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade"))),
-    );
+    for (n, v) in resp.headers() {
+        if !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")) {
+            fields.push((n, v));
+        }
+    }
     apply(&mut fields, ops);
     fields.push(("x-envoy-upstream-service-time", service_time.as_bytes()));
     if switching {
