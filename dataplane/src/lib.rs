@@ -25,3 +25,4 @@ pub mod runtime;
 pub mod snapshot;
 pub mod sys;
 pub mod upstream;
+pub mod worker_sched;

@@ -98,9 +98,10 @@ pub struct RunArgs {
     /// kept for listeners, DNS and admin), shared by the workers.
     #[arg(long, env = "DATAPLANE_MAX_CONNECTIONS_PER_WORKER")]
     pub max_connections_per_worker: Option<usize>,
-    /// How the kernel schedules the workers: `normal` (SCHED_OTHER) or `batch` (SCHED_BATCH:
+    /// How the kernel schedules the workers: `normal` (SCHED_OTHER), `batch` (SCHED_BATCH:
     /// a woken worker does not preempt the task on its core; for hosts whose clients share the
-    /// workers' cores and mostly wait on the network, not for cores shared with busy programs).
+    /// workers' cores and mostly wait on the network, not for cores shared with busy programs)
+    /// or `auto` (batch while a worker's core has idle time, normal beside a busy program).
     #[arg(
         long,
         env = "DATAPLANE_WORKER_SCHED",

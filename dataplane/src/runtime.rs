@@ -74,6 +74,9 @@ pub enum Sched {
     /// (fewer switches per exchange); it costs milliseconds where they compute. perf/README
     /// has the figures both ways.
     Batch,
+    /// Each worker under `SCHED_BATCH` while its core has idle time and it does not queue long
+    /// for it, else under `SCHED_OTHER`, decided every 250 ms.
+    Auto,
 }
 
 impl Settings {
@@ -166,6 +169,10 @@ pub fn start(
     }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(workers);
+    let worker_threads = crate::worker_sched::WorkerThreads::new(workers);
+    if settings.sched == Sched::Auto {
+        crate::worker_sched::spawn(worker_threads.clone(), cores)?;
+    }
     for id in 0..workers {
         let published = published.clone();
         let settings = settings.clone();
@@ -174,6 +181,7 @@ pub fn start(
         let drain = drain.clone();
         let acks = acks.clone();
         let metrics = metrics.clone();
+        let threads = worker_threads.clone();
         let use_uring = uring;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{id}"))
@@ -186,6 +194,7 @@ pub fn start(
                 {
                     tracing::warn!(worker = id, "cannot use SCHED_BATCH: {e}");
                 }
+                threads.set(id, crate::sys::thread_id());
                 let listeners: Result<Vec<_>, String> = addresses
                     .iter()
                     .map(|a| {

@@ -67,6 +67,31 @@ pub fn set_thread_batch_scheduling() -> io::Result<()> {
     Ok(())
 }
 
+/// The calling thread's id (what `/proc/self/task/` and `sched_setscheduler` name it by).
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid(2) takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Move thread `tid` of this process to `SCHED_BATCH` (`batch`) or back to `SCHED_OTHER`, at
+/// nice level unchanged (`--worker-sched auto`, applied from a thread of its own).
+pub fn set_thread_scheduling(tid: i32, batch: bool) -> io::Result<()> {
+    let policy = if batch {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel only reads the `sched_param` behind the pointer, which lives on this
+    // stack frame for the whole call; an unknown or exited `tid` is an error (ESRCH), not
+    // undefined behaviour.
+    let rc = unsafe { libc::sched_setscheduler(tid, policy, &raw const param) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether an idle connected socket has neither been closed by its peer nor received bytes
 /// (a pooled keep-alive connection that is safe to reuse): a non-blocking `MSG_PEEK` that
 /// would block. `fd` must be the descriptor of a socket its caller owns and keeps open.

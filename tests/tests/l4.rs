@@ -447,3 +447,85 @@ fn worker_sched_batch_applies_to_workers_only() {
         );
     }
 }
+
+/// A busy loop pinned to one core, stopped on drop.
+struct BusyLoop(std::process::Child);
+
+impl BusyLoop {
+    fn on_core(core: usize) -> Self {
+        let child = std::process::Command::new("taskset")
+            .args(["-c", &core.to_string(), "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("taskset (util-linux)");
+        Self(child)
+    }
+}
+
+impl Drop for BusyLoop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The policy of the proxy's `worker-0` once it is `want`, or panics after 20 s.
+fn wait_worker_policy(pid: u32, want: u32, why: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let policies = thread_policies(pid);
+        let worker = policies.iter().find(|(n, _)| n == "worker-0").map(|p| p.1);
+        if worker == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{why}: worker-0 never reached policy {want}: {policies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn worker_sched_auto_leaves_batch_beside_a_busy_loop_and_returns_after_it() {
+    let up = Upstream::start(b"A\n");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &static_tcp("db-a", "127.0.0.2", port, up.port),
+        REGISTRY_ONLY,
+        &[
+            "--capture",
+            "listeners",
+            "--workers",
+            "1",
+            "--worker-sched",
+            "auto",
+        ],
+        port,
+    );
+    // An idle core: batch. Worker 0 is pinned to core 0.
+    wait_worker_policy(proxy.pid(), 3, "idle");
+    let mut s = connect(&format!("127.0.0.2:{port}"));
+    assert_eq!(read_exact(&mut s, 2), b"A\n");
+    let busy = BusyLoop::on_core(0);
+    wait_worker_policy(proxy.pid(), 0, "beside a busy loop");
+    // It forwards meanwhile, and the connection opened under batch is untouched.
+    let mut t = connect(&format!("127.0.0.2:{port}"));
+    assert_eq!(read_exact(&mut t, 2), b"A\n");
+    s.write_all(b"ping").unwrap();
+    assert_eq!(read_exact(&mut s, 4), b"ping");
+    drop(busy);
+    wait_worker_policy(proxy.pid(), 3, "after the busy loop");
+    assert!(
+        proxy.log().contains("worker scheduling policy changed"),
+        "each change is logged"
+    );
+    // Only the workers change: every other thread keeps the default policy.
+    let others = thread_policies(proxy.pid());
+    assert!(
+        others
+            .iter()
+            .filter(|(n, _)| !n.starts_with("worker-"))
+            .all(|(_, p)| *p == 0),
+        "{others:?}"
+    );
+}
