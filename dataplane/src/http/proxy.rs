@@ -376,7 +376,23 @@ async fn forward(
     let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let authority = fwd.authority.as_deref().unwrap_or(&head.authority);
     let path = fwd.path.as_deref().unwrap_or(&head.path);
-    let requested = host_of(&head.authority);
+    // The requested host, lower-cased, where something reads it: an upstream resolved by the
+    // requested name, a destination checked against its addresses, SNI taken from the Host.
+    let needs_requested = match dest {
+        Dest::Cluster(_, c) => match c.upstream {
+            dataplane_config::table::Upstream::RequestedName { .. } => true,
+            dataplane_config::table::Upstream::OriginalDestination { .. } => {
+                cx.worker.settings.verify_original_destination
+            }
+            _ => false,
+        },
+        Dest::Original => false,
+    } || origination.is_some_and(|o| matches!(o.sni, Sni::FromHost));
+    let requested = if needs_requested {
+        host_of(&head.authority)
+    } else {
+        String::new()
+    };
     let request_id = request_id(cx.worker.rng.borrow_mut().u128(..));
     let mut replay = Replay::new(REPLAY_LIMIT);
     let mut body_sent = false;
