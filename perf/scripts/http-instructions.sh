@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# User-space instructions per S4 request in the proxy, counted by callgrind (repeatable, unlike
-# timings on this machine). Starts the bench's origins (scripts/bench's Lab), runs BIN (default
-# target/release/dataplane) under valgrind on 127.0.0.2 with the epoll driver (valgrind does not
-# follow io_uring), warms it with one request, zeroes the counters, drives it with
-# `wrk -t1 -c10 -d8s` through S4's route, dumps, and prints instructions per request.
-# Usage: perf/scripts/http-instructions.sh [BIN]   (needs valgrind and wrk)
+# User-space instructions per S4 (or S6) request in the proxy, counted by callgrind (repeatable,
+# unlike timings on this machine). Starts the bench's origins (scripts/bench's Lab), runs BIN
+# (default target/release/dataplane) under valgrind on 127.0.0.2 with the epoll driver
+# (valgrind does not follow io_uring), warms it with one request, zeroes the counters, drives
+# it with `wrk -t1 -c10 -d8s` through S4's route (plain HTTP to the origin) or S6's (the proxy
+# originates TLS), dumps, and prints instructions per request.
+# Usage: perf/scripts/http-instructions.sh [BIN] [s4|s6]   (needs valgrind and wrk)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-$ROOT/target/release/dataplane}
+case "${2:-s4}" in
+  s4) PORT=8084 HOST=origin.example ;;
+  s6) PORT=8088 HOST=origin-tls.example ;;
+  *) echo "scenario: s4 or s6" >&2; exit 2 ;;
+esac
 OUT=$(mktemp -d)
 cat > "$OUT/lab.py" <<PY
 import importlib.machinery, importlib.util, signal, sys, time
@@ -29,9 +35,9 @@ DATAPLANE_IO_DRIVER=epoll valgrind --tool=callgrind --callgrind-out-file="$OUT/c
   --capture listeners --bind 127.0.0.2 --workers 1 --config "$D/conf" --mesh "$D/mesh.yaml" \
   --admin 127.0.0.2:15999 --status-port 0 --prometheus-port 0 > /dev/null 2> "$OUT/proxy.err" &
 for _ in $(seq 1 120); do curl -s -o /dev/null http://127.0.0.2:15999/ready && break; sleep 1; done
-curl -s -o /dev/null -H "Host: origin.example" http://127.0.0.2:8084/1k
+curl -s -o /dev/null -H "Host: $HOST" http://127.0.0.2:$PORT/1k
 callgrind_control -z > /dev/null
-REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: origin.example" http://127.0.0.2:8084/1k | awk '/requests in/{print $1}')
+REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: $HOST" http://127.0.0.2:$PORT/1k | awk '/requests in/{print $1}')
 callgrind_control -d > /dev/null
 sleep 1
 TOTAL=$(grep -h "^summary:\|^totals:" "$OUT"/cg.*.1 | head -1 | awk '{print $2}')

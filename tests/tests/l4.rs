@@ -437,15 +437,19 @@ fn worker_sched_batch_applies_to_workers_only() {
             workers.iter().all(|(_, p)| *p == expected),
             "{flag:?}: {policies:?}"
         );
-        // The control, access-log and admin threads keep the default policy.
-        assert!(
-            policies
-                .iter()
-                .filter(|(n, _)| !n.starts_with("worker-"))
-                .all(|(_, p)| *p == 0),
-            "{policies:?}"
-        );
+        assert_only_workers_changed(&policies);
     }
+}
+
+/// The control, access-log, admin and other threads keep the default policy.
+fn assert_only_workers_changed(policies: &[(String, u32)]) {
+    assert!(
+        policies
+            .iter()
+            .filter(|(n, _)| !n.starts_with("worker-"))
+            .all(|(_, p)| *p == 0),
+        "{policies:?}"
+    );
 }
 
 /// A busy loop pinned to one core, stopped on drop.
@@ -519,13 +523,5 @@ fn worker_sched_auto_leaves_batch_beside_a_busy_loop_and_returns_after_it() {
         proxy.log().contains("worker scheduling policy changed"),
         "each change is logged"
     );
-    // Only the workers change: every other thread keeps the default policy.
-    let others = thread_policies(proxy.pid());
-    assert!(
-        others
-            .iter()
-            .filter(|(n, _)| !n.starts_with("worker-"))
-            .all(|(_, p)| *p == 0),
-        "{others:?}"
-    );
+    assert_only_workers_changed(&thread_policies(proxy.pid()));
 }
