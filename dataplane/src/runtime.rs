@@ -190,7 +190,7 @@ pub fn start(
                     tracing::warn!(worker = id, "cannot pin to a core: {e:?}");
                 }
                 if settings.sched == Sched::Batch
-                    && let Err(e) = crate::sys::set_thread_batch_scheduling()
+                    && let Err(e) = crate::sys::set_thread_scheduling(0, true)
                 {
                     tracing::warn!(worker = id, "cannot use SCHED_BATCH: {e}");
                 }

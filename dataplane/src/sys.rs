@@ -3,7 +3,7 @@
 //! `ioctl(FIONBIO)` that makes a socket non-blocking, and the
 //! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
 //! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised,
-//! and the calling thread's scheduling policy; and one allocator option set before `main`.
+//! a worker thread's id and scheduling policy; and one allocator option set before `main`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -53,28 +53,15 @@ pub fn set_nonblocking(socket: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Move the calling thread to `SCHED_BATCH`: the same share of CPU as `SCHED_OTHER` at the
-/// same nice level, but its wake-ups do not preempt the task running on its core (the
-/// scheduler's tick decides). `sched_setscheduler(2)` with pid 0 acts on the calling thread.
-pub fn set_thread_batch_scheduling() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the kernel only reads the `sched_param` behind the
-    // pointer, which lives on this stack frame for the whole call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The calling thread's id (what `/proc/self/task/` and `sched_setscheduler` name it by).
 pub fn thread_id() -> i32 {
     // SAFETY: gettid(2) takes no arguments, touches no memory and cannot fail.
     unsafe { libc::gettid() }
 }
 
-/// Move thread `tid` of this process to `SCHED_BATCH` (`batch`) or back to `SCHED_OTHER`, at
-/// nice level unchanged (`--worker-sched auto`, applied from a thread of its own).
+/// Move thread `tid` of this process (0: the calling thread) to `SCHED_BATCH` (`batch`) or back
+/// to `SCHED_OTHER`, nice level unchanged. `SCHED_BATCH` keeps the thread's share of the CPU,
+/// but its wake-ups do not preempt the task running on its core (the scheduler's tick decides).
 pub fn set_thread_scheduling(tid: i32, batch: bool) -> io::Result<()> {
     let policy = if batch {
         libc::SCHED_BATCH

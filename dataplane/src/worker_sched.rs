@@ -13,9 +13,10 @@
 //!
 //! [`Auto`] is the pure decision; [`spawn`] samples every [`WINDOW`] on a thread of its own
 //! (never a worker) and applies it with `sched_setscheduler` on the worker's thread id. A
-//! worker that fell back is promoted again after a hold that doubles with each fall back (up
-//! to [`HOLD_MAX`]) once its core has idle time; the hold starts again from [`HOLD_MIN`] after
-//! [`SETTLED`] under batch.
+//! worker that fell back because its core was full is promoted again as soon as the core has
+//! room; one that fell back because it queued long, only after a hold that doubles with each
+//! such fall back (up to [`HOLD_MAX`]) and starts again from [`HOLD_MIN`] after [`SETTLED`]
+//! under batch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -91,9 +92,16 @@ impl Auto {
     pub fn decide(&mut self, sample: Sample, now: Instant) -> Option<Policy> {
         match self.policy {
             Policy::Batch => {
-                if sample.idle >= IDLE_MIN && sample.wait_per_run <= WAIT_MAX {
+                if sample.idle < IDLE_MIN {
+                    // A full core: batch gains nothing here, and whether what shares the core
+                    // computes is not known. Back to batch as soon as the core has room.
+                    self.hold_until = now;
+                    return self.switch(Policy::Normal, now);
+                }
+                if sample.wait_per_run <= WAIT_MAX {
                     return None;
                 }
+                // Long waits with room on the core: something there computes in long slices.
                 if now.duration_since(self.since) >= SETTLED {
                     self.hold = HOLD_MIN;
                 }
@@ -235,6 +243,12 @@ fn watch(threads: &WorkerThreads, cores: usize) {
                 break;
             }
             let core = id % cores.max(1);
+            if read_thread(tid).is_none() || times.get(core).is_none() {
+                tracing::warn!(
+                    worker = id,
+                    "--worker-sched auto cannot read /proc/stat or the worker's schedstat: it stays under SCHED_OTHER"
+                );
+            }
             watched.push(Watched {
                 auto: Auto::new(now),
                 tid,
@@ -300,15 +314,15 @@ mod tests {
             (s(0.50, 5), 500, Some(Policy::Batch)),      // idle: batch
             (s(0.30, 800), 750, None),                   // S3-like waits: stays
             (s(0.05, 20), 1000, None),                   // busy but not full: stays
-            (s(0.00, 20), 1250, Some(Policy::Normal)),   // full core: back, held 1 s
-            (s(0.90, 5), 2000, None),                    // held
-            (s(0.90, 5), 2250, Some(Policy::Batch)),     // hold over
-            (s(0.50, 2700), 2500, Some(Policy::Normal)), // long waits: back, held 2 s
-            (s(0.90, 5), 4250, None),
-            (s(0.90, 5), 4500, Some(Policy::Batch)),
-            (s(0.50, 3000), 4750, Some(Policy::Normal)), // held 4 s now
-            (s(0.90, 5), 8500, None),
-            (s(0.90, 5), 8750, Some(Policy::Batch)),
+            (s(0.00, 20), 1250, Some(Policy::Normal)),   // full core: back, no hold
+            (s(0.02, 5), 1500, None),                    // still full
+            (s(0.90, 5), 1750, Some(Policy::Batch)),     // room again: batch at once
+            (s(0.50, 2700), 2000, Some(Policy::Normal)), // long waits: back, held 1 s
+            (s(0.90, 5), 2750, None),                    // held
+            (s(0.90, 5), 3000, Some(Policy::Batch)),     // hold over
+            (s(0.50, 3000), 3250, Some(Policy::Normal)), // held 2 s now
+            (s(0.90, 5), 5000, None),
+            (s(0.90, 5), 5250, Some(Policy::Batch)),
         ];
         for (i, (sample, ms, want)) in steps.into_iter().enumerate() {
             assert_eq!(a.decide(sample, at(t, ms)), want, "step {i}");
@@ -325,7 +339,7 @@ mod tests {
         for _ in 0..9 {
             assert_eq!(a.decide(s(1.0, 0), now), Some(Policy::Batch));
             now += WINDOW;
-            assert_eq!(a.decide(s(0.0, 0), now), Some(Policy::Normal));
+            assert_eq!(a.decide(s(0.5, 2000), now), Some(Policy::Normal));
             holds.push(a.hold_until - now);
             now = a.hold_until;
         }
@@ -333,7 +347,7 @@ mod tests {
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
         assert_eq!(a.decide(s(1.0, 0), now), Some(Policy::Batch));
         now += SETTLED;
-        assert_eq!(a.decide(s(0.0, 0), now), Some(Policy::Normal));
+        assert_eq!(a.decide(s(0.5, 2000), now), Some(Policy::Normal));
         assert_eq!(a.hold_until - now, HOLD_MIN);
     }
 
