@@ -379,10 +379,22 @@ async fn accept_loop(
     closed: Rc<Cell<bool>>,
 ) {
     loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop_requested(&drain, &closed) => break,
+        let accept = listener.accept();
+        let mut accept = std::pin::pin!(accept);
+        let (accepted, last) = monoio::select! {
+            accepted = &mut accept => (accepted, false),
+            () = stop_requested(&drain, &closed) => {
+                // Stop the listener in the kernel first (connections waiting in its queue are
+                // reset, so they are refused, not left waiting), then let the accept in flight
+                // finish: an io_uring accept dropped just as it completes would leave its
+                // connection open, owned by no task (seen: a client hung in a reload test).
+                let _ = crate::sys::with_socket(&listener, |s| s.shutdown(std::net::Shutdown::Read));
+                (accept.await, true)
+            }
         };
+        if last && accepted.is_err() {
+            break;
+        }
         match accepted {
             Ok((stream, _)) if drain.open() >= worker.settings.max_connections => {
                 // At the limit: close at once (the client sees a reset or EOF, not a hang),
@@ -419,6 +431,9 @@ async fn accept_loop(
                 tracing::warn!("accept failed: {e}");
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        if last {
+            break;
         }
     }
 }

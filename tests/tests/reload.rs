@@ -458,14 +458,30 @@ fn fifty_reloads_under_load_lose_nothing() {
     );
     // The moving port of the last version serves once every worker has bound it (a route can
     // be live on an existing port a moment before); the rejected reload is counted.
-    eventually("the last version's moving port serves", || {
+    let serves = || {
         let Ok(mut s) = TcpStream::connect(("127.0.0.41", ports.moving[50 % 5])) else {
             return false;
         };
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 2];
         s.read_exact(&mut b).is_ok() && b == *b"U\n"
-    });
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !serves() {
+        if Instant::now() >= deadline {
+            let port = ports.moving[50 % 5];
+            let ss = std::process::Command::new("ss")
+                .args(["-Htanpe", &format!("sport = :{port} or dport = :{port}")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "not within 5 s: the last version's moving port serves\nsockets:\n{ss}\nlog:\n{}",
+                proxy.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (_, metrics) = raw(prom, b"GET /stats/prometheus HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(
         metrics.contains("dataplane_config_reload_failures_total 1\n"),
