@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the policy is sampled and decided.
-pub const WINDOW: Duration = Duration::from_millis(250);
+const WINDOW: Duration = Duration::from_millis(250);
 /// Below this share of its core idle, a worker runs under `SCHED_OTHER`: the core is full and
 /// whatever shares it is computing, not waiting.
 const IDLE_MIN: f64 = 0.04;
@@ -35,7 +35,7 @@ const IDLE_PROMOTE: f64 = 0.12;
 /// where batch is faster, 0.1-0.8 ms.
 const WAIT_MAX: Duration = Duration::from_millis(1);
 /// The first hold after a fall back.
-pub const HOLD_MIN: Duration = Duration::from_secs(1);
+const HOLD_MIN: Duration = Duration::from_secs(1);
 /// The longest hold.
 const HOLD_MAX: Duration = Duration::from_secs(64);
 /// Under batch this long, the next fall back holds [`HOLD_MIN`] again.
@@ -243,7 +243,8 @@ fn watch(threads: &WorkerThreads, cores: usize) {
                 break;
             }
             let core = id % cores.max(1);
-            if read_thread(tid).is_none() || times.get(core).is_none() {
+            let (last_core, last_thread) = (times.get(core).copied(), read_thread(tid));
+            if last_core.is_none() || last_thread.is_none() {
                 tracing::warn!(
                     worker = id,
                     "--worker-sched auto cannot read /proc/stat or the worker's schedstat: it stays under SCHED_OTHER"
@@ -253,8 +254,8 @@ fn watch(threads: &WorkerThreads, cores: usize) {
                 auto: Auto::new(now),
                 tid,
                 core,
-                last_core: times.get(core).copied().unwrap_or_default(),
-                last_thread: read_thread(tid).unwrap_or_default(),
+                last_core: last_core.unwrap_or_default(),
+                last_thread: last_thread.unwrap_or_default(),
             });
         }
         for (id, w) in watched.iter_mut().enumerate() {
