@@ -80,7 +80,7 @@ impl CoarseTimer {
         SleepUntil {
             timer: self,
             deadline,
-            key: None,
+            entry: Entry::Unregistered { ahead: false },
         }
     }
 
@@ -92,9 +92,14 @@ impl CoarseTimer {
         }
     }
 
-    /// [`CoarseTimer::timeout_at`] `after` from now.
+    /// [`CoarseTimer::timeout_at`] `after` from now. Its deadline is ahead when it is made, so
+    /// its first wait registers it without reading the clock again.
     pub fn timeout<F: Future>(&self, after: Duration, future: F) -> Timeout<'_, F> {
-        self.timeout_at(Instant::now() + after, future)
+        let mut timeout = self.timeout_at(Instant::now() + after, future);
+        timeout.sleep.entry = Entry::Unregistered {
+            ahead: !after.is_zero(),
+        };
+        timeout
     }
 
     /// Entries registered now (for tests).
@@ -128,29 +133,44 @@ impl Future for Sweep<'_> {
     }
 }
 
-/// See [`CoarseTimer::sleep_until`].
+/// See [`CoarseTimer::sleep_until`]. Once registered, it is due when the sweeper has taken its
+/// waker (the sweeper alone reads the clock for it), so a wait polled again and again reads no
+/// clock.
 pub struct SleepUntil<'t> {
     timer: &'t CoarseTimer,
     deadline: Instant,
-    key: Option<usize>,
+    entry: Entry,
+}
+
+/// A [`SleepUntil`]'s place in the timer (the size of an `Option<usize>`: every idle
+/// connection's task holds one).
+#[derive(Clone, Copy)]
+enum Entry {
+    /// Not yet polled. `ahead`: the deadline was ahead when it was made, so the first poll
+    /// need not read the clock.
+    Unregistered { ahead: bool },
+    /// In the slab under this key.
+    Registered(usize),
 }
 
 impl Future for SleepUntil<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        if matches!(self.entry, Entry::Unregistered { ahead: false })
+            && Instant::now() >= self.deadline
+        {
             return Poll::Ready(());
         }
         let deadline = self.deadline;
         let mut inner = self.timer.inner.borrow_mut();
-        match self.key {
-            Some(key) => {
-                let waker = &mut inner.entries[key].1;
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-            }
-            None => {
+        match self.entry {
+            Entry::Registered(key) => match &mut inner.entries[key].1 {
+                // Only the sweeper takes an entry's waker, and only once it is due.
+                None => return Poll::Ready(()),
+                Some(w) if !w.will_wake(cx.waker()) => *w = cx.waker().clone(),
+                Some(_) => {}
+            },
+            Entry::Unregistered { .. } => {
                 let key = inner.entries.insert((deadline, Some(cx.waker().clone())));
                 // Due before the sweeper's next wake: have it plan again.
                 if inner.planned.is_some_and(|p| deadline < p) {
@@ -160,7 +180,7 @@ impl Future for SleepUntil<'_> {
                     }
                 }
                 drop(inner);
-                self.key = Some(key);
+                self.entry = Entry::Registered(key);
             }
         }
         Poll::Pending
@@ -194,7 +214,7 @@ impl<F: Future> Future for Timeout<'_, F> {
 
 impl Drop for SleepUntil<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        if let Entry::Registered(key) = self.entry {
             self.timer.inner.borrow_mut().entries.remove(key);
         }
     }

@@ -6,6 +6,7 @@
 //! ejection time times its ejection count, within the maximum ejection percent).
 
 use rustc_hash::FxHashMap;
+use smallvec::{SmallVec, smallvec};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -112,6 +113,13 @@ pub fn cluster_for<'t>(
         .ok_or(UpstreamError::NoCluster)
 }
 
+/// The addresses to try for one connection, in order: inline up to four (no allocation for the
+/// common single-endpoint or small clusters).
+pub type Candidates = SmallVec<[SocketAddr; 4]>;
+
+/// Endpoints with their weights, inline up to four.
+type Weighted = SmallVec<[(SocketAddr, u32); 4]>;
+
 /// Per-worker balancer state: active connections per endpoint, rotations, endpoint health.
 #[derive(Debug, Default)]
 pub struct Balancer {
@@ -185,14 +193,17 @@ impl Balancer {
         requested: Option<&str>,
         resolver: &Resolver,
         rng: &mut fastrand::Rng,
-    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+    ) -> Result<Candidates, UpstreamError> {
         match &cluster.upstream {
-            Upstream::OriginalDestination { port } => {
-                Ok(vec![SocketAddr::new(dst.ip(), port.unwrap_or(dst.port()))])
+            Upstream::OriginalDestination { port } => Ok(smallvec![SocketAddr::new(
+                dst.ip(),
+                port.unwrap_or(dst.port())
+            )]),
+            _ if cluster.policy.load_balancer == Some(LoadBalancer::Passthrough) => {
+                Ok(smallvec![dst])
             }
-            _ if cluster.policy.load_balancer == Some(LoadBalancer::Passthrough) => Ok(vec![dst]),
             Upstream::Static(endpoints) => {
-                let all: Vec<(SocketAddr, u32)> = endpoints
+                let all: Weighted = endpoints
                     .iter()
                     .filter_map(|e| match e.address {
                         EndpointSocket::Inet(a) => Some((a, e.weight)),
@@ -207,19 +218,24 @@ impl Balancer {
                     });
                 }
                 // Ejected endpoints are skipped while any other remains (Envoy's panic mode
-                // uses them all when none is healthy).
-                let now = Instant::now();
-                let healthy: Vec<(SocketAddr, u32)> = {
+                // uses them all when none is healthy). No clock is read while no endpoint of
+                // any cluster has a health record (no outlier detection has counted a failure).
+                let healthy: Weighted = {
                     let health = self.health.borrow();
-                    all.iter()
-                        .copied()
-                        .filter(|(a, _)| {
-                            health
-                                .get(a)
-                                .and_then(|h| h.ejected_until)
-                                .is_none_or(|t| t <= now)
-                        })
-                        .collect()
+                    if health.is_empty() {
+                        Weighted::new()
+                    } else {
+                        let now = Instant::now();
+                        all.iter()
+                            .copied()
+                            .filter(|(a, _)| {
+                                health
+                                    .get(a)
+                                    .and_then(|h| h.ejected_until)
+                                    .is_none_or(|t| t <= now)
+                            })
+                            .collect()
+                    }
                 };
                 let inet = if healthy.is_empty() { &all } else { &healthy };
                 let chosen = match cluster.policy.load_balancer {
@@ -238,7 +254,7 @@ impl Balancer {
                     }
                 };
                 // The others follow, for failover on connect errors.
-                let mut order = vec![chosen];
+                let mut order: Candidates = smallvec![chosen];
                 order.extend(inet.iter().map(|(a, _)| *a).filter(|a| *a != chosen));
                 Ok(order)
             }
@@ -246,7 +262,7 @@ impl Balancer {
                 targets,
                 first_address_only,
             } => {
-                let weighted: Vec<(usize, u32)> = targets
+                let weighted: SmallVec<[(usize, u32); 4]> = targets
                     .iter()
                     .enumerate()
                     .map(|(i, t)| (i, t.weight))
@@ -278,13 +294,13 @@ impl Balancer {
         name: &str,
         port: u16,
         first_only: bool,
-    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+    ) -> Result<Candidates, UpstreamError> {
         let addrs = resolver
             .lookup(name)
             .await
             .map_err(|e| UpstreamError::Dns(format!("{name}: {e}")))?;
         if first_only {
-            return Ok(vec![SocketAddr::new(addrs[0], port)]);
+            return Ok(smallvec![SocketAddr::new(addrs[0], port)]);
         }
         let start = self.next.get();
         self.next.set(start.wrapping_add(1));

@@ -180,6 +180,23 @@ fn host_routing_keep_alive_and_registry_only() {
             .count()
             == 3
     );
+    // A request's duration starts with its head: the client's idle time on the keep-alive
+    // connection before it (1.5 s here) is not the request's.
+    let idle = "import socket, time\n\
+        c = socket.create_connection(('192.0.2.99', 80), timeout=10)\n\
+        for p in ('/idle-1', '/idle-2'):\n\
+        \x20   c.sendall(b'GET ' + p.encode() + b' HTTP/1.1\\r\\nHost: a.example.com\\r\\n\\r\\n')\n\
+        \x20   print(c.recv(65536).split(b' ')[1].decode())\n\
+        \x20   time.sleep(1.5)\n";
+    let out = lab.topo.exec(&lab.topo.client, &["python3", "-c", idle]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200\n200\n",
+        "{out:?}"
+    );
+    let log = lab.access_log();
+    let second = log.iter().find(|l| l["path"] == "/idle-2").expect("logged");
+    assert!(second["duration_ms"].as_u64().unwrap() < 1000, "{second}");
     // Down origin (connection refused): 503 after the default retries, with the reason.
     let (code, body) = lab.get("down.example.com", "192.0.2.99", "/");
     assert_eq!(code, "503", "{body}");

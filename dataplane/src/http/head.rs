@@ -129,13 +129,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
     let values = |name: &'static str| values(&headers, name);
 
     // Host: exactly one (RFC 9112 §3.2); required (Decisions 3).
-    let hosts: Vec<&[u8]> = values("host").collect();
-    if hosts.len() > 1 {
-        return Err(Reject::BadRequest("more than one Host header"));
-    }
-    let host = hosts
-        .first()
-        .map(|h| String::from_utf8_lossy(h).trim().to_owned());
+    let host = {
+        let mut hosts = values("host");
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return Err(Reject::BadRequest("more than one Host header"));
+        }
+        host.map(|h| String::from_utf8_lossy(h).trim().to_owned())
+    };
     let (authority, path) = if method == "CONNECT" {
         (target.clone(), String::new())
     } else if let Some(rest) = target

@@ -27,8 +27,9 @@ pub struct Outbound<'a> {
 }
 
 /// The fields of a head being written, each borrowed from the head it came from, the route's
-/// header operations, or a constant: a request or response costs no copy of its fields.
-type Fields<'a> = Vec<(&'a str, &'a [u8])>;
+/// header operations, or a constant: a request or response costs no copy of its fields. Inline
+/// up to 16, so the usual head allocates nothing for them.
+type Fields<'a> = smallvec::SmallVec<[(&'a str, &'a [u8]); 16]>;
 
 /// Apply header operations in order: remove, then set, then add (as Envoy evaluates them).
 fn apply<'a>(fields: &mut Fields<'a>, ops: &[&'a HeaderOps]) {
@@ -64,7 +65,7 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     let hop = HopByHop::of(&head.headers);
     let mut attempt = itoa::Buffer::new();
     let attempt = attempt.format(out.attempt);
-    let mut fields: Fields<'_> = Vec::with_capacity(head.headers.len() + 6);
+    let mut fields: Fields<'_> = Fields::with_capacity(head.headers.len() + 6);
     fields.push(("host", out.authority.as_bytes()));
     for (n, v) in &head.headers {
         // Host is replaced; hop-by-hop fields go; `Expect: 100-continue` was answered here.
@@ -115,7 +116,7 @@ pub fn response(
     let switching = resp.status == 101;
     let mut service_time = itoa::Buffer::new();
     let service_time = service_time.format(service_time_ms);
-    let mut fields: Fields<'_> = Vec::with_capacity(resp.headers().len() + 2);
+    let mut fields: Fields<'_> = Fields::with_capacity(resp.headers().len() + 2);
     for (n, v) in resp.headers() {
         if !hop.contains(n) || (switching && n.eq_ignore_ascii_case("upgrade")) {
             fields.push((n, v));

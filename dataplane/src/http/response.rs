@@ -100,10 +100,15 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
     // The last coding decides (`None`: no Transfer-Encoding field at all).
     let last_coding = tokens(headers(), "transfer-encoding").last();
     let te = last_coding.is_some();
-    let cl: Vec<&[u8]> = headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v)
-        .collect();
+    // Content-Length: the first value, and whether another differs from it.
+    let mut cl: Option<&[u8]> = None;
+    let mut cl_conflict = false;
+    for (_, v) in headers().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        match cl {
+            None => cl = Some(v),
+            Some(first) => cl_conflict |= first != v,
+        }
+    }
     let no_body = method == "HEAD"
         || (100..200).contains(&status)
         || status == 204
@@ -112,7 +117,7 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
     let framing = if no_body {
         BodyFraming::None
     } else if te {
-        if !cl.is_empty() {
+        if cl.is_some() {
             return Err(Invalid(
                 "response with both Transfer-Encoding and Content-Length",
             ));
@@ -122,11 +127,8 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
         } else {
             BodyFraming::UntilClose
         }
-    } else if cl.is_empty() {
-        BodyFraming::UntilClose
-    } else {
-        let first = cl[0];
-        if cl.iter().any(|v| *v != first) {
+    } else if let Some(first) = cl {
+        if cl_conflict {
             return Err(Invalid("conflicting Content-Length in the response"));
         }
         let text = std::str::from_utf8(first)
@@ -140,6 +142,8 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
             Ok(n) => BodyFraming::Length(n),
             Err(_) => return Err(Invalid("bad Content-Length in the response")),
         }
+    } else {
+        BodyFraming::UntilClose
     };
     let close = has_token(headers(), "connection", "close")
         || (minor == 0 && !has_token(headers(), "connection", "keep-alive"))
@@ -171,6 +175,12 @@ mod tests {
         let cases: &[(&str, &str, BodyFraming, bool)] = &[
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "GET",
+                BodyFraming::Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
                 "GET",
                 BodyFraming::Length(5),
                 false,
