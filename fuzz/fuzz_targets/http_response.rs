@@ -1,7 +1,8 @@
 //! Response heads from an upstream, and the head the proxy renders from them, on arbitrary
 //! bytes: never panic; a parsed head never claims more bytes than it was given, never carries
 //! both framings, reads back the fields and reason httparse finds, and the relayed head parses
-//! back to the same status and framing.
+//! back to the same status and framing; the hop-by-hop fields found while parsing are the
+//! ones the general rule finds in the parsed fields.
 #![no_main]
 
 use dataplane::http::render;
@@ -39,7 +40,12 @@ fuzz_target!(|data: &[u8]| {
             !(te && cl && head.framing != BodyFraming::None),
             "both framings"
         );
-        let relayed = render::response(&head, &[], 1, head.close);
+        // The hop-by-hop fields found in the parsing pass are the general rule's.
+        assert_eq!(
+            head.hop_by_hop(),
+            &dataplane::http::head::HopByHop::of_fields(head.headers())
+        );
+        let relayed = render::response(&head, &[], 1, head.close, 0);
         if let Ok(Some(again)) = parse(&relayed, method) {
             assert_eq!(again.status, head.status);
             assert_eq!(again.framing, head.framing);

@@ -258,7 +258,7 @@ const HOP_BY_HOP: [&str; 5] = [
 
 /// The hop-by-hop fields of one message: the fixed ones, plus every field its `Connection`
 /// header names. Nothing is allocated unless `Connection` names fields.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HopByHop {
     named: Vec<String>,
 }
@@ -273,34 +273,51 @@ impl HopByHop {
 
     /// [`HopByHop::of`] a message whose fields are given one by one.
     pub fn of_fields<'h>(headers: impl Iterator<Item = (&'h str, &'h [u8])>) -> Self {
-        let mut named = Vec::new();
-        for token in tokens(headers, "connection") {
-            let is = |h: &&str| h.as_bytes().eq_ignore_ascii_case(token);
-            let fixed = HOP_BY_HOP.iter().any(is);
-            let framing = ["transfer-encoding", "content-length", "host"]
-                .iter()
-                .any(is);
-            // Only a token naming another field allocates.
-            if !token.is_empty() && !fixed && !framing {
-                named.push(String::from_utf8_lossy(token).to_ascii_lowercase());
-            }
+        let mut hop = Self::default();
+        for (_, value) in headers.filter(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+            hop.add_connection(value);
         }
-        Self { named }
+        hop
     }
 
-    /// Whether `name` is removed before forwarding. Asked of every field of every message:
-    /// the fixed names are told apart by length first.
-    pub fn contains(&self, name: &str) -> bool {
-        let fixed = match name.len() {
-            2 => name.eq_ignore_ascii_case(HOP_BY_HOP[3]),
-            7 => name.eq_ignore_ascii_case(HOP_BY_HOP[4]),
-            10 => {
-                name.eq_ignore_ascii_case(HOP_BY_HOP[0]) || name.eq_ignore_ascii_case(HOP_BY_HOP[1])
+    /// Add the fields one `Connection` field's `value` names.
+    pub fn add_connection(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            // Only a token naming another field allocates.
+            if !token.is_empty() && !is_fixed_hop_by_hop(token) && !frames_or_routes(token) {
+                self.named
+                    .push(String::from_utf8_lossy(token).to_ascii_lowercase());
             }
-            16 => name.eq_ignore_ascii_case(HOP_BY_HOP[2]),
-            _ => false,
-        };
-        fixed || self.named.iter().any(|h| h.eq_ignore_ascii_case(name))
+        }
+    }
+
+    /// Whether `name` is removed before forwarding. Asked of every field of every message.
+    pub fn contains(&self, name: &str) -> bool {
+        is_fixed_hop_by_hop(name.as_bytes())
+            || self.named.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Whether `name` is one of [`HOP_BY_HOP`], ASCII case aside, told apart by length first.
+fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
+    let is = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP[i].as_bytes());
+    match name.len() {
+        2 => is(3),
+        7 => is(4),
+        10 => is(0) || is(1),
+        16 => is(2),
+        _ => false,
+    }
+}
+
+/// Whether `name` is a field that frames or routes a message, which a `Connection` header
+/// never removes.
+fn frames_or_routes(name: &[u8]) -> bool {
+    match name.len() {
+        4 => name.eq_ignore_ascii_case(b"host"),
+        14 => name.eq_ignore_ascii_case(b"content-length"),
+        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
     }
 }
 

@@ -20,6 +20,12 @@ pub const BODY_BUFFER: usize = 64 * 1024;
 /// Head and first body bytes are written together when the body bytes are at most this.
 const COALESCE: usize = 16 * 1024;
 
+/// Room to leave after a head for the body bytes [`relay_body`] will send with it, when
+/// `buffered` body bytes are already read: the head's buffer is then allocated once.
+pub fn coalesced(buffered: usize) -> usize {
+    buffered.min(COALESCE)
+}
+
 /// A stream with a read buffer: bytes read but not yet consumed stay in it.
 pub struct Buffered<S> {
     /// The stream.

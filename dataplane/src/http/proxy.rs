@@ -411,7 +411,7 @@ async fn forward(
     let mut body_sent = false;
     let mut attempt = 0u32;
     let mut fresh_retry_used = false;
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
     let policy = fwd.retries;
     loop {
         attempt += 1;
@@ -478,6 +478,7 @@ async fn forward(
                 ops: &fwd.request_ops,
                 attempt,
                 request_id: request_id.as_str(),
+                body_room: super::io::coalesced(client.data().len()),
             },
         );
         let sent = if body_sent {
@@ -919,7 +920,7 @@ async fn relay_response(
             let _ = answer(&mut client.io, log, &reply, true).await;
             return Next::Close;
         }
-        let out = render::response(&resp, &fwd.response_ops, service_ms, false);
+        let out = render::response(&resp, &fwd.response_ops, service_ms, false, 0);
         let (res, _) = client.io.write_all(out).await;
         if res.is_err() {
             return Next::Close;
@@ -934,7 +935,13 @@ async fn relay_response(
         };
     }
     let client_close = head.close || resp.framing == BodyFraming::UntilClose;
-    let out = render::response(&resp, &fwd.response_ops, service_ms, client_close);
+    let out = render::response(
+        &resp,
+        &fwd.response_ops,
+        service_ms,
+        client_close,
+        super::io::coalesced(up.conn.data().len()),
+    );
     let mut no_replay = Replay::none();
     let relay = super::io::relay_body(
         out,

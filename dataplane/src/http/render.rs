@@ -24,6 +24,8 @@ pub struct Outbound<'a> {
     pub attempt: u32,
     /// `x-request-id` to add when the client sent none.
     pub request_id: &'a str,
+    /// Room to leave for body bytes sent with the head.
+    pub body_room: usize,
 }
 
 /// The fields of a head being written, each borrowed from the head it came from, the route's
@@ -96,7 +98,7 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     {
         fields.push(("transfer-encoding", b"chunked"));
     }
-    let mut buf = Vec::with_capacity(256 + head.head_len);
+    let mut buf = Vec::with_capacity(256 + head.head_len + out.body_room);
     buf.extend_from_slice(head.method.as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(out.path.as_bytes());
@@ -111,8 +113,9 @@ pub fn response(
     ops: &[&HeaderOps],
     service_time_ms: u128,
     close: bool,
+    body_room: usize,
 ) -> Vec<u8> {
-    let hop = HopByHop::of_fields(resp.headers());
+    let hop = resp.hop_by_hop();
     let switching = resp.status == 101;
     let mut service_time = itoa::Buffer::new();
     let service_time = service_time.format(service_time_ms);
@@ -130,7 +133,8 @@ pub fn response(
         fields.push(("connection", b"close"));
     }
     let mut status = itoa::Buffer::new();
-    let mut buf = Vec::with_capacity(256);
+    // The fields as received and the service time, give or take hop-by-hop ones.
+    let mut buf = Vec::with_capacity(resp.head_len + 64 + body_room);
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.format(resp.status).as_bytes());
     buf.push(b' ');
@@ -222,6 +226,7 @@ mod tests {
                 ops: &[&ops],
                 attempt: 2,
                 request_id: "id-1",
+                body_room: 0,
             },
         );
         assert_eq!(
@@ -242,6 +247,7 @@ mod tests {
                 ops: &[],
                 attempt: 1,
                 request_id: "r",
+                body_room: 0,
             },
         ));
         assert!(out.contains("Content-Length: 3\r\n"), "{out}");
@@ -260,6 +266,7 @@ mod tests {
                 ops: &[],
                 attempt: 1,
                 request_id: "r",
+                body_room: 0,
             },
         ));
         assert!(
@@ -272,7 +279,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let out = text(&response(&resp, &[], 1, false));
+        let out = text(&response(&resp, &[], 1, false, 0));
         assert_eq!(
             out,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nx-envoy-upstream-service-time: 1\r\nconnection: upgrade\r\n\r\n"
@@ -288,7 +295,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            text(&response(&resp, &[], 7, true)),
+            text(&response(&resp, &[], 7, true, 0)),
             "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nx-envoy-upstream-service-time: 7\r\nconnection: close\r\n\r\n"
         );
         let reply = LocalReply::new(503, "no healthy upstream", "UH", "x");

@@ -2,7 +2,7 @@
 //! relaying needs: status, how the body is delimited (RFC 9112 §6.3), and whether the upstream
 //! connection can carry another request.
 
-use super::head::{MAX_HEAD, MAX_HEADERS, has_token, tokens};
+use super::head::{HopByHop, MAX_HEAD, MAX_HEADERS};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct ResponseHead {
     reason: Span,
     /// Each field's name (in `names`) and value (in `text`), in order.
     fields: Vec<(Span, Span)>,
+    /// The fields that go no further than this hop (found while parsing).
+    hop: HopByHop,
 }
 
 /// A byte range of `ResponseHead::text` (or, for a field name, of `names`).
@@ -46,6 +48,11 @@ impl ResponseHead {
     /// The reason phrase.
     pub fn reason(&self) -> &str {
         std::str::from_utf8(self.span(self.reason)).unwrap_or_default()
+    }
+
+    /// The fields not to relay: the fixed hop-by-hop ones and those `Connection` names.
+    pub fn hop_by_hop(&self) -> &HopByHop {
+        &self.hop
     }
 
     /// Header fields in order. Names are tokens (httparse checked them), so ASCII.
@@ -87,28 +94,40 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
     };
     let reason = resp.reason.map_or((0, 0), |r| span(r.as_bytes()));
     let mut names = String::with_capacity(resp.headers.iter().map(|h| h.name.len()).sum());
-    let spans: Vec<(Span, Span)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let start = names.len() as u32;
-            names.push_str(h.name);
-            ((start, names.len() as u32), span(h.value))
-        })
-        .collect();
-    let headers = || resp.headers.iter().map(|h| (h.name, h.value));
-    // The last coding decides (`None`: no Transfer-Encoding field at all).
-    let last_coding = tokens(headers(), "transfer-encoding").last();
-    let te = last_coding.is_some();
-    // Content-Length: the first value, and whether another differs from it.
+    let mut spans: Vec<(Span, Span)> = Vec::with_capacity(resp.headers.len());
+    // One pass over the fields records each one and everything framing and reuse depend on:
+    // the last transfer coding (`None`: no Transfer-Encoding field at all), the first
+    // Content-Length and whether another differs from it, the Connection tokens, and the fields
+    // they make hop-by-hop.
+    let mut last_coding: Option<&[u8]> = None;
     let mut cl: Option<&[u8]> = None;
     let mut cl_conflict = false;
-    for (_, v) in headers().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
-        match cl {
-            None => cl = Some(v),
-            Some(first) => cl_conflict |= first != v,
+    let (mut conn_close, mut conn_keep_alive) = (false, false);
+    let mut hop = HopByHop::default();
+    for h in resp.headers.iter() {
+        let start = names.len() as u32;
+        names.push_str(h.name);
+        spans.push(((start, names.len() as u32), span(h.value)));
+        let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        match h.name.len() {
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                last_coding = tokens().next_back();
+            }
+            14 if h.name.eq_ignore_ascii_case("content-length") => match cl {
+                None => cl = Some(h.value),
+                Some(first) => cl_conflict |= first != h.value,
+            },
+            10 if h.name.eq_ignore_ascii_case("connection") => {
+                for t in tokens() {
+                    conn_close |= t.eq_ignore_ascii_case(b"close");
+                    conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                }
+                hop.add_connection(h.value);
+            }
+            _ => {}
         }
     }
+    let te = last_coding.is_some();
     let no_body = method == "HEAD"
         || (100..200).contains(&status)
         || status == 204
@@ -145,9 +164,8 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
     } else {
         BodyFraming::UntilClose
     };
-    let close = has_token(headers(), "connection", "close")
-        || (minor == 0 && !has_token(headers(), "connection", "keep-alive"))
-        || framing == BodyFraming::UntilClose;
+    let close =
+        conn_close || (minor == 0 && !conn_keep_alive) || framing == BodyFraming::UntilClose;
     Ok(Some(ResponseHead {
         status,
         framing,
@@ -157,6 +175,7 @@ pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> 
         names,
         reason,
         fields: spans,
+        hop,
     }))
 }
 
@@ -293,6 +312,37 @@ mod tests {
             ok("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", "GET").reason(),
             ""
         );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_found_while_parsing() {
+        let cases: [(&str, &[&str], &[&str]); 5] = [
+            ("", &[], &["x-private"]),
+            ("Connection: keep-alive", &["keep-alive"], &["x-private"]),
+            (
+                "Connection: Keep-Alive, X-Private\r\nX-Private: 1",
+                &["x-private", "X-PRIVATE"],
+                &["x-other"],
+            ),
+            (
+                "connection: x-a\r\nX-B: 2\r\nCONNECTION: x-b, content-length, , host",
+                &["x-a", "x-b"],
+                &["content-length", "host", "x-c"],
+            ),
+            ("X-Connection: x-c", &[], &["x-c"]),
+        ];
+        for (fields, hop, kept) in cases {
+            let raw = format!("HTTP/1.1 200 OK\r\n{fields}\r\nContent-Length: 0\r\n\r\n");
+            let h = ok(&raw, "GET");
+            for name in hop {
+                assert!(h.hop_by_hop().contains(name), "{name} in {raw:?}");
+            }
+            for name in kept {
+                assert!(!h.hop_by_hop().contains(name), "{name} in {raw:?}");
+            }
+            // The same as the general rule over the parsed fields.
+            assert_eq!(h.hop_by_hop(), &HopByHop::of_fields(h.headers()), "{raw:?}");
+        }
     }
 
     #[test]
