@@ -7,6 +7,7 @@
 //! [`MAX_BUFFERED`] drops further lines and counts them, never waits. Other threads hand lines
 //! to a bounded channel. [`flush_all`] writes whatever is left when the process exits.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -112,7 +113,7 @@ pub fn flush_all() {
 /// The access-log record of one connection. Lines are written by [`Entry::write_json`]; the
 /// `Serialize` form is the reference its test holds it to.
 #[derive(Debug, Default, Serialize)]
-pub struct Entry {
+pub struct Entry<'a> {
     /// Start, milliseconds since the Unix epoch.
     pub start_ms: u64,
     /// Start, for the duration (kept here rather than beside the record: the forwarding task
@@ -130,13 +131,13 @@ pub struct Entry {
     pub sni: Option<String>,
     /// HTTP Host, when a request head was read.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<Cow<'a, str>>,
     /// HTTP method (one line per request on HTTP connections).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Cow<'a, str>>,
     /// HTTP path and query as the client sent them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<Cow<'a, str>>,
     /// HTTP status answered to the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_code: Option<u16>,
@@ -145,7 +146,7 @@ pub struct Entry {
     pub response_flags: Option<&'static str>,
     /// The matched cluster (`outbound|port||host`), or `PassthroughCluster`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
+    pub cluster: Option<Cow<'a, str>>,
     /// The upstream address connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "address")]
@@ -230,7 +231,7 @@ fn put_address(out: &mut Vec<u8>, a: Option<SocketAddr>) {
     }
 }
 
-impl Entry {
+impl Entry<'_> {
     /// Append the record as one JSON object, byte for byte what `serde_json` makes of its
     /// `Serialize` form (a test holds the two together), with the keys written as they are:
     /// through `serde_json`, which escapes every key again, a request's line took 276 ns
@@ -372,7 +373,7 @@ mod tests {
             ..Entry::default()
         };
         let sparse = Entry {
-            host: Some(String::new()),
+            host: Some(String::new().into()),
             upstream: None,
             reason: None,
             ..Entry::default()
@@ -417,7 +418,7 @@ mod tests {
     }
 
     /// The line a worker writes, parsed back.
-    fn written(entry: &Entry) -> serde_json::Value {
+    fn written(entry: &Entry<'_>) -> serde_json::Value {
         let mut line = Vec::new();
         entry.write_json(&mut line);
         serde_json::from_slice(&line).unwrap()

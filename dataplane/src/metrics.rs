@@ -509,7 +509,7 @@ impl WorkerMetrics {
     }
 
     /// An upstream connection was established for `entry`.
-    pub fn opened(&self, entry: &Entry) {
+    pub fn opened(&self, entry: &Entry<'_>) {
         if let Some(cluster) = &entry.cluster {
             bump(&mut self.counts.borrow_mut().tcp, cluster, |c| {
                 c.opened += 1
@@ -519,7 +519,7 @@ impl WorkerMetrics {
     }
 
     /// The connection of `entry` ended.
-    pub fn finished(&self, entry: &Entry) {
+    pub fn finished(&self, entry: &Entry<'_>) {
         let mut counts = self.counts.borrow_mut();
         counts.active -= 1;
         let protocol = entry.detected.unwrap_or("opaque");
@@ -543,7 +543,7 @@ impl WorkerMetrics {
     }
 
     /// An HTTP request of `entry` was answered after `elapsed`.
-    pub fn request(&self, entry: &Entry, elapsed: Duration) {
+    pub fn request(&self, entry: &Entry<'_>, elapsed: Duration) {
         let Some(code) = entry.response_code else {
             return;
         };
@@ -606,9 +606,9 @@ impl WorkerMetrics {
 mod tests {
     use super::*;
 
-    fn forwarded(cluster: &str, sent: u64, received: u64) -> Entry {
+    fn forwarded(cluster: &str, sent: u64, received: u64) -> Entry<'static> {
         Entry {
-            cluster: Some(cluster.to_owned()),
+            cluster: Some(cluster.to_owned().into()),
             connected: true,
             bytes_sent: sent,
             bytes_received: received,

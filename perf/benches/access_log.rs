@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dataplane::access_log::Entry;
 
-fn http_request() -> Entry {
+fn http_request() -> Entry<'static> {
     Entry {
         start_ms: 1_795_000_000_000,
         source: Some("127.0.0.1:40312".parse().unwrap()),

@@ -7,9 +7,10 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 
 /// How the request body is delimited (RFC 9112 §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Framing {
     /// No body.
+    #[default]
     None,
     /// Exactly this many bytes.
     Length(u64),
@@ -17,21 +18,14 @@ pub enum Framing {
     Chunked,
 }
 
-/// A parsed request head; positions refer to the parsed buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed request head. Its method, target, authority, path and field names are kept in one
+/// string and its field values in one buffer; parsed into again ([`RequestHead::parse_into`]),
+/// it reuses them, so the requests of a keep-alive connection allocate nothing for their heads
+/// once these have grown to fit (before: two allocations a field and five more a request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Method.
-    pub method: String,
-    /// Request target as sent.
-    pub target: String,
     /// HTTP/1.0 or HTTP/1.1.
     pub minor_version: u8,
-    /// Header fields in order (names as sent).
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The authority to route by: the absolute-form target's, else Host (RFC 9112 §3.2.2).
-    pub authority: String,
-    /// Path and query (absolute-form reduced to origin-form).
-    pub path: String,
     /// Body delimitation.
     pub framing: Framing,
     /// The client asked for `Expect: 100-continue`.
@@ -42,6 +36,248 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// Bytes of head consumed.
     pub head_len: usize,
+    /// Method, target, authority, path (where not a part of the target) and field names.
+    text: String,
+    /// Field values, one after the other.
+    values: Vec<u8>,
+    method: Span,
+    target: Span,
+    authority: Span,
+    path: Span,
+    /// Each field's name (in `text`) and value (in `values`), in order.
+    fields: Vec<(Span, Span)>,
+}
+
+/// A byte range of `RequestHead::text` or `RequestHead::values`.
+type Span = (u32, u32);
+
+/// Append `s` to `text`; where it went.
+fn push(text: &mut String, s: &str) -> Span {
+    let start = text.len() as u32;
+    text.push_str(s);
+    (start, text.len() as u32)
+}
+
+impl RequestHead {
+    /// Method.
+    pub fn method(&self) -> &str {
+        self.str(self.method)
+    }
+
+    /// Request target as sent.
+    pub fn target(&self) -> &str {
+        self.str(self.target)
+    }
+
+    /// The authority to route by: the absolute-form target's, else Host (RFC 9112 §3.2.2).
+    pub fn authority(&self) -> &str {
+        self.str(self.authority)
+    }
+
+    /// Path and query (absolute-form reduced to origin-form; empty for CONNECT).
+    pub fn path(&self) -> &str {
+        self.str(self.path)
+    }
+
+    /// Header fields in order (names as sent).
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + Clone {
+        self.fields.iter().map(|&(name, (start, end))| {
+            (
+                self.str(name),
+                self.values
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The values of every header field named `name` (case-insensitive), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    fn str(&self, (start, end): Span) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Parse the head at the start of `buf` into `self`, reusing its storage. `Ok(false)`:
+    /// incomplete, read more (`self` is then unchanged). After an error `self` holds parts of
+    /// the refused head: its accessors read something, never out of bounds.
+    pub fn parse_into(&mut self, buf: &[u8]) -> Result<bool, Reject> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut fields);
+        let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Reject::TooLarge),
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
+            Err(_) => return Err(Reject::BadRequest("malformed request head")),
+        };
+        if head_len > MAX_HEAD {
+            return Err(Reject::TooLarge);
+        }
+        let method = req.method.unwrap_or_default();
+        let target = req.path.unwrap_or_default();
+        let minor_version = req.version.unwrap_or(1);
+        let text = &mut self.text;
+        text.clear();
+        self.values.clear();
+        self.fields.clear();
+        self.method = push(text, method);
+        self.target = push(text, target);
+
+        // One pass records each field and what routing and framing read: Host (exactly one,
+        // RFC 9112 §3.2), the transfer codings, the Content-Lengths and the Connection, Upgrade
+        // and Expect tokens.
+        let mut host: Option<&[u8]> = None;
+        let mut hosts = 0;
+        let (mut te_fields, mut te_codings, mut last_coding) = (0, 0, &b""[..]);
+        let (mut cl, mut cls) = (&b""[..], 0);
+        let (mut conn_close, mut conn_keep_alive, mut conn_upgrade) = (false, false, false);
+        let (mut upgrade_field, mut expect_continue) = (false, false);
+        for h in req.headers.iter() {
+            let name = push(text, h.name);
+            let start = self.values.len() as u32;
+            self.values.extend_from_slice(h.value);
+            self.fields.push((name, (start, self.values.len() as u32)));
+            let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            let is = |want: &str| h.name.eq_ignore_ascii_case(want);
+            match h.name.len() {
+                4 if is("host") => {
+                    hosts += 1;
+                    host = Some(h.value);
+                }
+                17 if is("transfer-encoding") => {
+                    te_fields += 1;
+                    for t in tokens() {
+                        te_codings += 1;
+                        last_coding = t;
+                    }
+                }
+                14 if is("content-length") => {
+                    cls += 1;
+                    cl = h.value;
+                }
+                10 if is("connection") => {
+                    for t in tokens() {
+                        conn_close |= t.eq_ignore_ascii_case(b"close");
+                        conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                        conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
+                    }
+                }
+                7 if is("upgrade") => upgrade_field = true,
+                6 if is("expect") => {
+                    expect_continue |= tokens().any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+                }
+                _ => {}
+            }
+        }
+        if hosts > 1 {
+            return Err(Reject::BadRequest("more than one Host header"));
+        }
+        let host = host.map(|h| String::from_utf8_lossy(h));
+        let host = host.as_deref().map(str::trim);
+        let empty = (text.len() as u32, text.len() as u32);
+        (self.authority, self.path) = if method == "CONNECT" {
+            (self.target, empty)
+        } else if let Some(rest) = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))
+        {
+            let (auth, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            // Both are parts of the target, already in `text`.
+            let target_at = self.target.0;
+            let at = |part: &str| {
+                let start = target_at + (part.as_ptr() as usize - target.as_ptr() as usize) as u32;
+                (start, start + part.len() as u32)
+            };
+            let path = if path.is_empty() {
+                push(text, "/")
+            } else if path.starts_with('?') {
+                let start = text.len() as u32;
+                text.push('/');
+                text.push_str(path);
+                (start, text.len() as u32)
+            } else {
+                at(path)
+            };
+            (at(auth), path)
+        } else if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+            (push(text, host.unwrap_or_default()), self.target)
+        } else {
+            return Err(Reject::BadRequest(
+                "request target is neither origin, absolute nor authority form",
+            ));
+        };
+        let authority = self.str(self.authority);
+        if authority.is_empty() {
+            return Err(Reject::BadRequest("no Host"));
+        }
+        if authority.contains('@') {
+            return Err(Reject::BadRequest("userinfo in the authority"));
+        }
+        if authority
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(Reject::BadRequest("malformed authority"));
+        }
+
+        // Framing (RFC 9112 §6.1-6.3): refuse every ambiguity.
+        let framing = match (te_fields > 0, cls) {
+            (true, n) if n > 0 => {
+                return Err(Reject::BadRequest(
+                    "both Transfer-Encoding and Content-Length",
+                ));
+            }
+            (true, _) => {
+                if minor_version == 0 {
+                    return Err(Reject::BadRequest(
+                        "Transfer-Encoding in an HTTP/1.0 request",
+                    ));
+                }
+                match (te_codings, last_coding.eq_ignore_ascii_case(b"chunked")) {
+                    (1, true) => Framing::Chunked,
+                    (_, true) => {
+                        return Err(Reject::NotImplemented(
+                            "transfer codings other than chunked",
+                        ));
+                    }
+                    _ => {
+                        return Err(Reject::BadRequest(
+                            "Transfer-Encoding without a final chunked",
+                        ));
+                    }
+                }
+            }
+            (false, 0) => Framing::None,
+            (false, 1) => {
+                let text = std::str::from_utf8(cl)
+                    .map_err(|_| Reject::BadRequest("bad Content-Length"))?
+                    .trim();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Reject::BadRequest("bad Content-Length"));
+                }
+                match text.parse::<u64>() {
+                    Ok(0) => Framing::None,
+                    Ok(n) => Framing::Length(n),
+                    Err(_) => return Err(Reject::BadRequest("bad Content-Length")),
+                }
+            }
+            (false, _) => return Err(Reject::BadRequest("more than one Content-Length")),
+        };
+        self.minor_version = minor_version;
+        self.framing = framing;
+        self.close = conn_close || (minor_version == 0 && !conn_keep_alive);
+        self.upgrade = conn_upgrade && upgrade_field;
+        self.expect_continue = expect_continue;
+        self.head_len = head_len;
+        Ok(true)
+    }
 }
 
 /// Why a head is refused, with the status the proxy answers.
@@ -66,17 +302,6 @@ impl Reject {
     }
 }
 
-/// The values of every header field named `name` (case-insensitive), in order.
-pub fn values<'a>(
-    headers: &'a [(String, Vec<u8>)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
 /// The comma-separated tokens of every field named `name` (case-insensitive), as received
 /// but for the spaces and tabs around them (RFC 9110 section 5.6.1): `Connection: keep-alive,
 /// Upgrade` gives `keep-alive`, `Upgrade`. Tokens are ASCII, so they are compared as bytes:
@@ -99,151 +324,10 @@ pub fn has_token<'h>(
     tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// A request head's fields as borrowed pairs, the form [`tokens`] reads.
-fn pairs(headers: &[(String, Vec<u8>)]) -> impl Iterator<Item = (&str, &[u8])> {
-    headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
-}
-
-/// Parse a request head. `Ok(None)`: incomplete, read more.
+/// Parse a request head into a new [`RequestHead`]. `Ok(None)`: incomplete, read more.
 pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, Reject> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Reject::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
-        Err(_) => return Err(Reject::BadRequest("malformed request head")),
-    };
-    if head_len > MAX_HEAD {
-        return Err(Reject::TooLarge);
-    }
-    let method = req.method.unwrap_or_default().to_owned();
-    let target = req.path.unwrap_or_default().to_owned();
-    let minor_version = req.version.unwrap_or(1);
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
-    let values = |name: &'static str| values(&headers, name);
-
-    // Host: exactly one (RFC 9112 §3.2); required (Decisions 3).
-    let host = {
-        let mut hosts = values("host");
-        let host = hosts.next();
-        if hosts.next().is_some() {
-            return Err(Reject::BadRequest("more than one Host header"));
-        }
-        host.map(|h| String::from_utf8_lossy(h).trim().to_owned())
-    };
-    let (authority, path) = if method == "CONNECT" {
-        (target.clone(), String::new())
-    } else if let Some(rest) = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
-        let (auth, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let path = if path.is_empty() {
-            "/".to_owned()
-        } else if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        (auth.to_owned(), path)
-    } else if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
-        (host.unwrap_or_default(), target.clone())
-    } else {
-        return Err(Reject::BadRequest(
-            "request target is neither origin, absolute nor authority form",
-        ));
-    };
-    if authority.is_empty() {
-        return Err(Reject::BadRequest("no Host"));
-    }
-    if authority.contains('@') {
-        return Err(Reject::BadRequest("userinfo in the authority"));
-    }
-    if authority
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(Reject::BadRequest("malformed authority"));
-    }
-
-    // Framing (RFC 9112 §6.1-6.3): refuse every ambiguity.
-    let te: Vec<&[u8]> = values("transfer-encoding").collect();
-    let cl: Vec<&[u8]> = values("content-length").collect();
-    let framing = match (te.is_empty(), cl.len()) {
-        (false, n) if n > 0 => {
-            return Err(Reject::BadRequest(
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
-        (false, _) => {
-            if minor_version == 0 {
-                return Err(Reject::BadRequest(
-                    "Transfer-Encoding in an HTTP/1.0 request",
-                ));
-            }
-            let codings: Vec<String> = te
-                .iter()
-                .flat_map(|v| {
-                    String::from_utf8_lossy(v)
-                        .split(',')
-                        .map(|c| c.trim().to_ascii_lowercase())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            match codings.as_slice() {
-                [only] if only == "chunked" => Framing::Chunked,
-                [.., last] if last == "chunked" => {
-                    return Err(Reject::NotImplemented(
-                        "transfer codings other than chunked",
-                    ));
-                }
-                _ => {
-                    return Err(Reject::BadRequest(
-                        "Transfer-Encoding without a final chunked",
-                    ));
-                }
-            }
-        }
-        (true, 0) => Framing::None,
-        (true, 1) => {
-            let text = std::str::from_utf8(cl[0])
-                .map_err(|_| Reject::BadRequest("bad Content-Length"))?
-                .trim();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Reject::BadRequest("bad Content-Length"));
-            }
-            match text.parse::<u64>() {
-                Ok(0) => Framing::None,
-                Ok(n) => Framing::Length(n),
-                Err(_) => return Err(Reject::BadRequest("bad Content-Length")),
-            }
-        }
-        (true, _) => return Err(Reject::BadRequest("more than one Content-Length")),
-    };
-    let has = |name, token| has_token(pairs(&headers), name, token);
-    let close =
-        has("connection", "close") || (minor_version == 0 && !has("connection", "keep-alive"));
-    let upgrade = has("connection", "upgrade") && values("upgrade").next().is_some();
-    let expect_continue = has("expect", "100-continue");
-    Ok(Some(RequestHead {
-        method,
-        target,
-        minor_version,
-        headers,
-        authority,
-        path,
-        framing,
-        expect_continue,
-        close,
-        upgrade,
-        head_len,
-    }))
+    let mut head = RequestHead::default();
+    Ok(head.parse_into(buf)?.then_some(head))
 }
 
 /// Header fields that apply to one connection only (RFC 9110 §7.6.1). `Transfer-Encoding` is
@@ -267,8 +351,8 @@ impl HopByHop {
     /// The hop-by-hop fields of a message with `headers`. A `Connection` header never removes
     /// the fields that frame or route a message (`Transfer-Encoding`, `Content-Length`,
     /// `Host`).
-    pub fn of(headers: &[(String, Vec<u8>)]) -> Self {
-        Self::of_fields(pairs(headers))
+    pub fn of(head: &RequestHead) -> Self {
+        Self::of_fields(head.headers())
     }
 
     /// [`HopByHop::of`] a message whose fields are given one by one.
@@ -366,19 +450,19 @@ mod tests {
     fn origin_absolute_and_authority_forms() {
         let h = ok("GET /a?b=1 HTTP/1.1\r\nHost: API.example.com:8080\r\n\r\n");
         assert_eq!(
-            (h.authority.as_str(), h.path.as_str(), h.framing),
+            (h.authority(), h.path(), h.framing),
             ("API.example.com:8080", "/a?b=1", Framing::None)
         );
         let h = ok("GET http://other.example.com/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n");
         assert_eq!(
-            (h.authority.as_str(), h.path.as_str()),
+            (h.authority(), h.path()),
             ("other.example.com", "/x"),
             "absolute-form wins over Host"
         );
         let h = ok("GET http://a.com HTTP/1.1\r\nHost: a.com\r\n\r\n");
-        assert_eq!(h.path, "/");
+        assert_eq!(h.path(), "/");
         let h = ok("CONNECT db.example.com:5432 HTTP/1.1\r\nHost: db.example.com:5432\r\n\r\n");
-        assert_eq!(h.authority, "db.example.com:5432");
+        assert_eq!(h.authority(), "db.example.com:5432");
         let h = ok("GET / HTTP/1.0\r\nHost: a.com\r\n\r\n");
         assert!(
             h.close && h.minor_version == 0,
@@ -487,13 +571,13 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\nExpect: 100-continue\r\n\r\n",
         );
         assert!(!h.close && h.expect_continue && !h.upgrade);
-        let hop = HopByHop::of(&h.headers);
+        let hop = HopByHop::of(&h);
         assert!(hop.contains("X-Custom") && hop.contains("keep-alive") && !hop.contains("host"));
         // Empty tokens, tabs and the framing fields a `Connection` header may not remove.
         let h = ok(
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: ,\tX-A ,Host, content-length,close\r\n\r\n",
         );
-        let hop = HopByHop::of(&h.headers);
+        let hop = HopByHop::of(&h);
         assert!(hop.contains("x-a") && hop.contains("Connection"));
         assert!(!hop.contains("host") && !hop.contains("Content-Length") && !hop.contains(""));
         let h =

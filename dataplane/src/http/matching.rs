@@ -5,8 +5,6 @@
 use dataplane_config::spec::{HttpMatch, StringMatch};
 use dataplane_config::table::CompiledHttpRoute;
 
-use super::head::values;
-
 /// What a rule can look at.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -18,8 +16,8 @@ pub struct Request<'a> {
     pub authority: &'a str,
     /// `http` or `https`.
     pub scheme: &'a str,
-    /// Header fields.
-    pub headers: &'a [(String, Vec<u8>)],
+    /// Header fields (names as sent).
+    pub headers: &'a [(&'a str, &'a [u8])],
     /// Listener port.
     pub port: u16,
 }
@@ -36,7 +34,12 @@ pub fn select<'r>(
 
 /// The value of a header as Envoy matches it: repeated fields joined with ",".
 fn header(request: &Request<'_>, name: &str) -> Option<String> {
-    let mut parts = values(request.headers, name).peekable();
+    let mut parts = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+        .peekable();
     parts.peek()?;
     Some(
         parts
@@ -119,10 +122,7 @@ mod tests {
 
     fn pick(method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
         let rules = rules();
-        let headers: Vec<(String, Vec<u8>)> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-            .collect();
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
         let req = Request {
             method,
             path,

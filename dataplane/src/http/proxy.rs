@@ -66,9 +66,12 @@ enum Next {
 pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
     let mut client = Buffered::new(client, initial);
     let mut served = 0;
+    // Every request's head is parsed into this one, reusing its storage.
+    let mut head = RequestHead::default();
     loop {
         let read = read_head(
             &mut client,
+            &mut head,
             &cx.worker.timer,
             cx.worker.settings.detect_timeout,
         )
@@ -78,8 +81,8 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
         let mut log = Entry::start();
         log.source = cx.source;
         log.destination = Some(cx.dst);
-        let mut head = match read {
-            HeadRead::Head(h) => h,
+        match read {
+            HeadRead::Head => {}
             HeadRead::Closed => break,
             HeadRead::Refused(status, why) => {
                 let reply = LocalReply::new(status, "", "-", why);
@@ -89,13 +92,12 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
                 served += 1;
                 break;
             }
-        };
+        }
         client.consume(head.head_len);
+        log.method = Some(head.method().into());
+        log.path = Some(head.target().into());
+        log.host = Some(head.authority().into());
         let next = exchange(cx, &mut client, &head, &mut log).await;
-        // The head is not read again but for `close`: its strings move into the record.
-        log.method = Some(std::mem::take(&mut head.method));
-        log.path = Some(std::mem::take(&mut head.target));
-        log.host = Some(std::mem::take(&mut head.authority));
         finish(cx, log);
         served += 1;
         match next {
@@ -110,14 +112,15 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
     served
 }
 
-fn finish(cx: &Conn<'_>, log: Entry) {
+fn finish(cx: &Conn<'_>, log: Entry<'_>) {
     let elapsed = log.elapsed();
     cx.worker.metrics.request(&log, elapsed);
     log.emit(elapsed);
 }
 
 enum HeadRead {
-    Head(RequestHead),
+    /// The head is parsed into the caller's [`RequestHead`].
+    Head,
     Closed,
     Refused(u16, &'static str),
 }
@@ -127,15 +130,16 @@ enum HeadRead {
 /// is cut there).
 async fn read_head(
     client: &mut Buffered<TcpStream>,
+    head: &mut RequestHead,
     timer: &CoarseTimer,
     head_timeout: Duration,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
         if !client.data().is_empty() {
-            match head::parse(client.data()) {
-                Ok(Some(h)) => return HeadRead::Head(h),
-                Ok(None) => {}
+            match head.parse_into(client.data()) {
+                Ok(true) => return HeadRead::Head,
+                Ok(false) => {}
                 Err(head::Reject::BadRequest(why)) => return HeadRead::Refused(400, why),
                 Err(head::Reject::TooLarge) => {
                     return HeadRead::Refused(431, "request head too large");
@@ -162,7 +166,7 @@ async fn read_head(
 /// Write a local reply. `Err`: the client is gone.
 async fn answer(
     client: &mut TcpStream,
-    log: &mut Entry,
+    log: &mut Entry<'_>,
     reply: &LocalReply,
     close: bool,
 ) -> std::io::Result<()> {
@@ -181,7 +185,7 @@ async fn answer(
 async fn reply_unread(
     client: &mut Buffered<TcpStream>,
     head: &RequestHead,
-    log: &mut Entry,
+    log: &mut Entry<'_>,
     reply: LocalReply,
 ) -> Next {
     let close = head.framing != Framing::None || head.close;
@@ -199,20 +203,22 @@ enum Dest<'t> {
     Original,
 }
 
-async fn exchange(
-    cx: &Conn<'_>,
+/// One request: route it, then answer it locally or forward it. The record may borrow from
+/// the configuration the connection started with (the cluster's name).
+async fn exchange<'c>(
+    cx: &Conn<'c>,
     client: &mut Buffered<TcpStream>,
     head: &RequestHead,
-    log: &mut Entry,
+    log: &mut Entry<'c>,
 ) -> Next {
     let table = &cx.snapshot.table;
-    if head.method == "CONNECT" {
+    if head.method() == "CONNECT" {
         // As in Envoy without CONNECT support: no route matches a CONNECT request.
         let reply = LocalReply::new(404, "", "NR", "CONNECT is not routed");
         let _ = answer(&mut client.io, log, &reply, true).await;
         return Next::Close;
     }
-    match cx.config.route(head.authority.as_bytes()) {
+    match cx.config.route(head.authority().as_bytes()) {
         HostRoute::Block => {
             log.cluster = Some("BlackHoleCluster".into());
             let reply = LocalReply::new(502, "", "-", "registry_only");
@@ -228,15 +234,18 @@ async fn exchange(
             forward(cx, client, head, &fwd, Dest::Original, log).await
         }
         HostRoute::VirtualHost(vh) => {
-            let request = Request {
-                method: &head.method,
-                path: &head.path,
-                authority: &head.authority,
-                scheme: "http",
-                headers: &head.headers,
-                port: cx.config.port,
-            };
             let planned = {
+                // The fields as borrowed pairs, inline: dropped before the next await, so
+                // they take no room in the exchange's future.
+                let fields: smallvec::SmallVec<[(&str, &[u8]); 16]> = head.headers().collect();
+                let request = Request {
+                    method: head.method(),
+                    path: head.path(),
+                    authority: head.authority(),
+                    scheme: "http",
+                    headers: &fields,
+                    port: cx.config.port,
+                };
                 let mut rng = cx.worker.rng.borrow_mut();
                 plan::plan(vh, &request, &mut || rng.f64())
             };
@@ -248,7 +257,7 @@ async fn exchange(
                         return reply_unread(client, head, log, reply).await;
                     };
                     let cluster = table.cluster(id);
-                    log.cluster = Some(cluster.name.clone());
+                    log.cluster = Some(cluster.name.as_str().into());
                     forward(cx, client, head, &fwd, Dest::Cluster(id, cluster), log).await
                 }
             }
@@ -353,7 +362,7 @@ async fn forward(
     head: &RequestHead,
     fwd: &Forward<'_>,
     dest: Dest<'_>,
-    log: &mut Entry,
+    log: &mut Entry<'_>,
 ) -> Next {
     if let Some(delay) = fwd.delay {
         monoio::time::sleep(delay).await;
@@ -387,8 +396,8 @@ async fn forward(
     }
     let deadline = fwd.timeout.map(|t| Instant::now() + t);
     let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let authority = fwd.authority.as_deref().unwrap_or(&head.authority);
-    let path = fwd.path.as_deref().unwrap_or(&head.path);
+    let authority = fwd.authority.as_deref().unwrap_or_else(|| head.authority());
+    let path = fwd.path.as_deref().unwrap_or_else(|| head.path());
     // The requested host, lower-cased, where something reads it: an upstream resolved by the
     // requested name, a destination checked against its addresses, SNI taken from the Host.
     let needs_requested = match dest {
@@ -402,7 +411,7 @@ async fn forward(
         Dest::Original => false,
     } || origination.is_some_and(|o| matches!(o.sni, Sni::FromHost));
     let requested = if needs_requested {
-        host_of(&head.authority)
+        host_of(head.authority())
     } else {
         String::new()
     };
@@ -560,7 +569,7 @@ async fn forward(
         let idle = cx.worker.settings.stream_idle_timeout;
         let idle_binds = bound.is_none_or(|b| idle < b);
         let wait = Some(bound.map_or(idle, |b| b.min(idle)));
-        let response = read_response(&mut up.conn, &cx.worker.timer, &head.method, wait).await;
+        let response = read_response(&mut up.conn, &cx.worker.timer, head.method(), wait).await;
         if let Dest::Cluster(_, cluster) = dest {
             let outcome = match &response {
                 Ok(r) => Outcome::Status(r.status),
@@ -631,7 +640,7 @@ async fn forward(
 async fn reply_or_close(
     client: &mut Buffered<TcpStream>,
     head: &RequestHead,
-    log: &mut Entry,
+    log: &mut Entry<'_>,
     reply: LocalReply,
     body_consumed: bool,
 ) -> Next {
@@ -907,7 +916,7 @@ async fn relay_response(
     sent_at: Instant,
     dest: Dest<'_>,
     deadline: Option<Instant>,
-    log: &mut Entry,
+    log: &mut Entry<'_>,
 ) -> Next {
     let service_ms = sent_at.elapsed().as_millis();
     log.response_code = Some(resp.status);

@@ -64,12 +64,12 @@ fn write_fields(out: &mut Vec<u8>, fields: &Fields<'_>) {
 
 /// The request head to send upstream.
 pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
-    let hop = HopByHop::of(&head.headers);
+    let hop = HopByHop::of(head);
     let mut attempt = itoa::Buffer::new();
     let attempt = attempt.format(out.attempt);
-    let mut fields: Fields<'_> = Fields::with_capacity(head.headers.len() + 6);
+    let mut fields: Fields<'_> = Fields::with_capacity(head.headers().len() + 6);
     fields.push(("host", out.authority.as_bytes()));
-    for (n, v) in &head.headers {
+    for (n, v) in head.headers() {
         // Host is replaced; hop-by-hop fields go; `Expect: 100-continue` was answered here.
         if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || hop.contains(n) {
             continue;
@@ -86,7 +86,7 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     }
     set(&mut fields, "x-envoy-attempt-count", attempt.as_bytes());
     if head.upgrade {
-        for v in super::head::values(&head.headers, "upgrade") {
+        for v in head.values("upgrade") {
             fields.push(("upgrade", v));
         }
         fields.push(("connection", b"upgrade"));
@@ -99,7 +99,7 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
         fields.push(("transfer-encoding", b"chunked"));
     }
     let mut buf = Vec::with_capacity(256 + head.head_len + out.body_room);
-    buf.extend_from_slice(head.method.as_bytes());
+    buf.extend_from_slice(head.method().as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(out.path.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
@@ -221,7 +221,7 @@ mod tests {
         let out = request(
             &head,
             &Outbound {
-                path: &head.path,
+                path: head.path(),
                 authority: "b.com",
                 ops: &[&ops],
                 attempt: 2,
