@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             head.hop_by_hop(),
             &dataplane::http::head::HopByHop::of_fields(head.headers())
         );
-        let relayed = render::response(&head, &[], 1, head.close, 0);
+        let relayed = render::response(&head, &[], 1, head.close, 0, Vec::new());
         if let Ok(Some(again)) = parse(&relayed, method) {
             assert_eq!(again.status, head.status);
             assert_eq!(again.framing, head.framing);

@@ -32,6 +32,9 @@ pub struct Buffered<S> {
     pub io: S,
     buf: Vec<u8>,
     start: usize,
+    /// The buffer of the last head relayed from this stream to the other side, cleared, for
+    /// the next one (see [`Buffered::take_spare`]).
+    spare: Vec<u8>,
 }
 
 impl<S: AsyncReadRent> Buffered<S> {
@@ -42,7 +45,28 @@ impl<S: AsyncReadRent> Buffered<S> {
         } else {
             initial
         };
-        Self { io, buf, start: 0 }
+        Self {
+            io,
+            buf,
+            start: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// An empty buffer to render the next head written from this stream's exchange to the
+    /// other side; [`relay_body`] gives it back once written, so the heads of a keep-alive
+    /// connection reuse one buffer.
+    pub fn take_spare(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// Keep `buf` for [`Buffered::take_spare`], unless it grew past [`FIRST_BUFFER`] (a head
+    /// sent with a large body): an idle connection keeps no more than that.
+    fn keep_spare(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= FIRST_BUFFER {
+            buf.clear();
+            self.spare = buf;
+        }
     }
 
     /// Unconsumed bytes.
@@ -227,10 +251,11 @@ pub async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         src.consume(n);
         done = end;
     }
-    let (res, _) = timer
+    let (res, head) = timer
         .timeout(idle, dst.write_all(head))
         .await
         .map_err(|_| BodyError::Idle)?;
+    src.keep_spare(head);
     res.map_err(BodyError::Write)?;
     while !done {
         if src.data().is_empty() {

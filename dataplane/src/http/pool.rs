@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::io::{Buffered, UpstreamIo};
+use super::response::ResponseHead;
 use crate::sys;
 
 /// Istio's default idle timeout for upstream HTTP connections.
@@ -33,6 +34,38 @@ pub struct Key {
     pub tls: Option<(usize, String)>,
 }
 
+/// A [`Key`] with its SNI borrowed, to look up idle connections without copying the name.
+/// Hashes as the `Key` it equals does (the derived `Hash` of both hashes the same fields the
+/// same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRef<'a> {
+    /// Endpoint.
+    pub addr: SocketAddr,
+    /// TLS client configuration (its address) and SNI; `None` for plaintext.
+    pub tls: Option<(usize, &'a str)>,
+}
+
+impl KeyRef<'_> {
+    /// The owned key.
+    pub fn to_key(self) -> Key {
+        Key {
+            addr: self.addr,
+            tls: self.tls.map(|(config, sni)| (config, sni.to_owned())),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.addr == key.addr
+            && match (self.tls, &key.tls) {
+                (None, None) => true,
+                (Some((c, n)), Some((kc, kn))) => c == *kc && n == kn,
+                _ => false,
+            }
+    }
+}
+
 /// An upstream connection with its read buffer and bookkeeping.
 pub struct Pooled {
     /// The stream and bytes read from it.
@@ -44,6 +77,8 @@ pub struct Pooled {
     /// Whether it came out of the pool (a failure before any response byte may be a race with
     /// the origin's idle close, and is retried once on a fresh connection).
     pub reused: bool,
+    /// Where its responses' heads are parsed, reused from one response to the next.
+    pub response: ResponseHead,
     _open: OpenGuard,
 }
 
@@ -67,7 +102,7 @@ struct Idle {
 /// A worker's pool.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<FxHashMap<Key, Vec<Idle>>>,
+    idle: RefCell<hashbrown::HashMap<Key, Vec<Idle>, rustc_hash::FxBuildHasher>>,
     idle_count: Cell<usize>,
     open: RefCell<FxHashMap<String, Rc<Cell<u32>>>>,
     pending: RefCell<FxHashMap<String, Rc<Cell<u32>>>>,
@@ -84,9 +119,9 @@ impl Drop for Pending {
 
 impl Pool {
     /// An idle connection for `key` that is still usable, if any.
-    pub fn checkout(&self, key: &Key, idle_timeout: Duration) -> Option<Pooled> {
+    pub fn checkout(&self, key: KeyRef<'_>, idle_timeout: Duration) -> Option<Pooled> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(key)?;
+        let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
             self.idle_count.set(self.idle_count.get().saturating_sub(1));
             if entry.since.elapsed() < idle_timeout && usable(&entry.conn) {
@@ -138,13 +173,13 @@ impl Pool {
             key,
             requests: 0,
             reused: false,
+            response: ResponseHead::default(),
             _open: slot.0,
         }
     }
 
     /// Return a connection after a clean exchange, under the key it was opened with.
     pub fn put(&self, mut conn: Pooled, idle_timeout: Duration) {
-        let key = conn.key.clone();
         conn.conn.shrink();
         let mut idle = self.idle.borrow_mut();
         if self.idle_count.get() >= SWEEP_AT {
@@ -156,7 +191,11 @@ impl Pool {
             });
             self.idle_count.set(kept);
         }
-        let list = idle.entry(key).or_default();
+        // The key is copied only for the first idle connection under it.
+        let list = match idle.get_mut(&conn.key) {
+            Some(list) => list,
+            None => idle.entry(conn.key.clone()).or_default(),
+        };
         if list.len() >= MAX_IDLE_PER_KEY {
             return;
         }
@@ -171,4 +210,50 @@ impl Pool {
 /// An idle connection is usable when the origin neither closed it nor sent anything.
 fn usable(conn: &Pooled) -> bool {
     conn.conn.data().is_empty() && sys::idle_socket_is_quiet(conn.conn.io.raw_fd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_exactly_its_owned_key() {
+        let addr: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let other: SocketAddr = "192.0.2.2:443".parse().unwrap();
+        let mut map: hashbrown::HashMap<Key, u8, rustc_hash::FxBuildHasher> =
+            hashbrown::HashMap::default();
+        let tls = KeyRef {
+            addr,
+            tls: Some((7, "a.example")),
+        };
+        let plain = KeyRef { addr, tls: None };
+        map.insert(tls.to_key(), 1);
+        map.insert(plain.to_key(), 2);
+        assert_eq!(map.get(&tls), Some(&1));
+        assert_eq!(map.get(&plain), Some(&2));
+        for miss in [
+            KeyRef {
+                addr,
+                tls: Some((7, "b.example")),
+            },
+            KeyRef {
+                addr,
+                tls: Some((8, "a.example")),
+            },
+            KeyRef {
+                addr,
+                tls: Some((7, "")),
+            },
+            KeyRef {
+                addr: other,
+                tls: Some((7, "a.example")),
+            },
+            KeyRef {
+                addr: other,
+                tls: None,
+            },
+        ] {
+            assert_eq!(map.get(&miss), None, "{miss:?}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use super::head::{self, Framing, RequestHead};
 use super::io::{Body, BodyError, Buffered, Replay, UpstreamIo};
 use super::matching::Request;
 use super::plan::{self, Forward, LocalReply, Plan};
-use super::pool::{self, Key, Pooled};
+use super::pool::{self, KeyRef, Pooled};
 use super::render::{self, Outbound};
 use super::response::{self, BodyFraming, ResponseHead};
 use crate::access_log::Entry;
@@ -489,6 +489,7 @@ async fn forward(
                 request_id: request_id.as_str(),
                 body_room: super::io::coalesced(client.data().len()),
             },
+            client.take_spare(),
         );
         let sent = if body_sent {
             let mut out = out;
@@ -569,26 +570,32 @@ async fn forward(
         let idle = cx.worker.settings.stream_idle_timeout;
         let idle_binds = bound.is_none_or(|b| idle < b);
         let wait = Some(bound.map_or(idle, |b| b.min(idle)));
-        let response = read_response(&mut up.conn, &cx.worker.timer, head.method(), wait).await;
+        let response = read_response(
+            &mut up.conn,
+            &mut up.response,
+            &cx.worker.timer,
+            head.method(),
+            wait,
+        )
+        .await;
         if let Dest::Cluster(_, cluster) = dest {
             let outcome = match &response {
-                Ok(r) => Outcome::Status(r.status),
+                Ok(()) => Outcome::Status(up.response.status),
                 Err(_) => Outcome::Failed,
             };
             cx.worker.balancer.report(cluster, up.key.addr, outcome);
         }
         let failure = match response {
-            Ok(resp) => {
-                let failure = Failure::Status(resp.status);
+            Ok(()) => {
+                let status = up.response.status;
+                let failure = Failure::Status(status);
                 if can_retry(failure, &replay, attempt, body_sent) {
-                    log.reason = Some(format!("upstream status {}", resp.status));
+                    log.reason = Some(format!("upstream status {status}"));
                     backoff(cx, policy, attempt, deadline).await;
                     continue;
                 }
-                return relay_response(
-                    cx, client, head, fwd, up, resp, sent_at, dest, deadline, log,
-                )
-                .await;
+                return relay_response(cx, client, head, fwd, up, sent_at, dest, deadline, log)
+                    .await;
             }
             Err(ReadFailure::Timeout) if idle_binds => {
                 log.reason = Some("stream idle timeout waiting for the response".into());
@@ -734,23 +741,21 @@ async fn acquire(
             sni,
         }) => {
             let name = match sni {
-                Sni::Fixed(name) => name.clone(),
-                Sni::FromHost => requested.to_owned(),
+                Sni::Fixed(name) => name.as_str(),
+                Sni::FromHost => requested,
             };
-            Some((config.clone(), name))
+            Some((config, name))
         }
         _ => None,
     };
-    let key_for = |addr: SocketAddr| Key {
+    let key_for = |addr: SocketAddr| KeyRef {
         addr,
-        tls: tls
-            .as_ref()
-            .map(|(c, n)| (Arc::as_ptr(c) as usize, n.clone())),
+        tls: tls.map(|(c, n)| (Arc::as_ptr(c) as usize, n)),
     };
     // Only the balancer's choice is reused from the pool (the rest are failover for connects):
     // reusing whichever endpoint has an idle connection would defeat the load balancer.
     let first = addrs.first().map(|a| key_for(*a));
-    let checkout = || first.as_ref().and_then(|k| worker.pool.checkout(k, idle));
+    let checkout = || first.and_then(|k| worker.pool.checkout(k, idle));
     if let Some(p) = checkout() {
         return Ok(p);
     }
@@ -818,7 +823,7 @@ async fn acquire(
                 }
             },
         };
-        return Ok(worker.pool.adopt(slot, key_for(addr), io));
+        return Ok(worker.pool.adopt(slot, key_for(addr).to_key(), io));
     }
     Err(Acquire::Failed(last))
 }
@@ -868,20 +873,21 @@ enum ReadFailure {
 /// Read a final response head (interim 1xx other than 101 are skipped), within `wait`.
 async fn read_response(
     up: &mut Buffered<UpstreamIo>,
+    resp: &mut ResponseHead,
     timer: &CoarseTimer,
     method: &str,
     wait: Option<Duration>,
-) -> Result<ResponseHead, ReadFailure> {
+) -> Result<(), ReadFailure> {
     let read = async {
         loop {
             if !up.data().is_empty() {
-                match response::parse(up.data(), method) {
-                    Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                        up.consume(r.head_len);
+                match resp.parse_into(up.data(), method) {
+                    Ok(true) if (100..200).contains(&resp.status) && resp.status != 101 => {
+                        up.consume(resp.head_len);
                         continue;
                     }
-                    Ok(Some(r)) => return Ok(r),
-                    Ok(None) => {}
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
                     Err(response::Invalid(why)) => return Err(ReadFailure::Invalid(why)),
                 }
             }
@@ -912,12 +918,14 @@ async fn relay_response(
     head: &RequestHead,
     fwd: &Forward<'_>,
     mut up: Pooled,
-    resp: ResponseHead,
     sent_at: Instant,
     dest: Dest<'_>,
     deadline: Option<Instant>,
     log: &mut Entry<'_>,
 ) -> Next {
+    // The head parsed into the connection's, taken out while the connection is used, and put
+    // back (storage and all) when it returns to the pool.
+    let resp = std::mem::take(&mut up.response);
     let service_ms = sent_at.elapsed().as_millis();
     log.response_code = Some(resp.status);
     log.response_flags.get_or_insert("-");
@@ -929,7 +937,14 @@ async fn relay_response(
             let _ = answer(&mut client.io, log, &reply, true).await;
             return Next::Close;
         }
-        let out = render::response(&resp, &fwd.response_ops, service_ms, false, 0);
+        let out = render::response(
+            &resp,
+            &fwd.response_ops,
+            service_ms,
+            false,
+            0,
+            up.conn.take_spare(),
+        );
         let (res, _) = client.io.write_all(out).await;
         if res.is_err() {
             return Next::Close;
@@ -950,6 +965,7 @@ async fn relay_response(
         service_ms,
         client_close,
         super::io::coalesced(up.conn.data().len()),
+        up.conn.take_spare(),
     );
     let mut no_replay = Replay::none();
     let relay = super::io::relay_body(
@@ -997,6 +1013,7 @@ async fn relay_response(
             Dest::Original => None,
         }
         .unwrap_or(pool::DEFAULT_IDLE);
+        up.response = resp;
         cx.worker.pool.put(up, idle);
     }
     if client_close {

@@ -62,8 +62,8 @@ fn write_fields(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The request head to send upstream.
-pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
+/// The request head to send upstream, written into `buf` (cleared first, its capacity reused).
+pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>, mut buf: Vec<u8>) -> Vec<u8> {
     let hop = HopByHop::of(head);
     let mut attempt = itoa::Buffer::new();
     let attempt = attempt.format(out.attempt);
@@ -98,7 +98,8 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     {
         fields.push(("transfer-encoding", b"chunked"));
     }
-    let mut buf = Vec::with_capacity(256 + head.head_len + out.body_room);
+    buf.clear();
+    buf.reserve(256 + head.head_len + out.body_room);
     buf.extend_from_slice(head.method().as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(out.path.as_bytes());
@@ -107,13 +108,15 @@ pub fn request<'a>(head: &'a RequestHead, out: &Outbound<'a>) -> Vec<u8> {
     buf
 }
 
-/// The response head to relay to the client.
+/// The response head to relay to the client, written into `buf` (cleared first, its capacity
+/// reused).
 pub fn response(
     resp: &ResponseHead,
     ops: &[&HeaderOps],
     service_time_ms: u128,
     close: bool,
     body_room: usize,
+    mut buf: Vec<u8>,
 ) -> Vec<u8> {
     let hop = resp.hop_by_hop();
     let switching = resp.status == 101;
@@ -134,7 +137,8 @@ pub fn response(
     }
     let mut status = itoa::Buffer::new();
     // The fields as received and the service time, give or take hop-by-hop ones.
-    let mut buf = Vec::with_capacity(resp.head_len + 64 + body_room);
+    buf.clear();
+    buf.reserve(resp.head_len + 64 + body_room);
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.format(resp.status).as_bytes());
     buf.push(b' ');
@@ -228,6 +232,7 @@ mod tests {
                 request_id: "id-1",
                 body_room: 0,
             },
+            Vec::new(),
         );
         assert_eq!(
             text(&out),
@@ -249,6 +254,7 @@ mod tests {
                 request_id: "r",
                 body_room: 0,
             },
+            Vec::new(),
         ));
         assert!(out.contains("Content-Length: 3\r\n"), "{out}");
         assert!(out.contains("host: a.com\r\n"), "{out}");
@@ -268,6 +274,7 @@ mod tests {
                 request_id: "r",
                 body_room: 0,
             },
+            Vec::new(),
         ));
         assert!(
             out.contains("upgrade: websocket\r\nconnection: upgrade\r\n"),
@@ -279,7 +286,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let out = text(&response(&resp, &[], 1, false, 0));
+        let out = text(&response(&resp, &[], 1, false, 0, Vec::new()));
         assert_eq!(
             out,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nx-envoy-upstream-service-time: 1\r\nconnection: upgrade\r\n\r\n"
@@ -295,7 +302,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            text(&response(&resp, &[], 7, true, 0)),
+            text(&response(&resp, &[], 7, true, 0, Vec::new())),
             "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nx-envoy-upstream-service-time: 7\r\nconnection: close\r\n\r\n"
         );
         let reply = LocalReply::new(503, "no healthy upstream", "UH", "x");

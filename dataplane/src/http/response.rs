@@ -5,9 +5,10 @@
 use super::head::{HopByHop, MAX_HEAD, MAX_HEADERS};
 
 /// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    #[default]
     None,
     /// Exactly this many bytes.
     Length(u64),
@@ -18,8 +19,10 @@ pub enum BodyFraming {
 }
 
 /// A parsed response head. Its reason phrase and fields are read from one copy of the head's
-/// bytes and one of its field names: a response costs three allocations, not two a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// bytes and one of its field names; parsed into again ([`ResponseHead::parse_into`]), it
+/// reuses both, so the responses on one upstream connection allocate nothing for their heads
+/// once these have grown to fit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseHead {
     /// Status code.
     pub status: u16,
@@ -30,7 +33,7 @@ pub struct ResponseHead {
     /// Bytes of head.
     pub head_len: usize,
     /// The head as received (status line and fields).
-    text: Box<[u8]>,
+    text: Vec<u8>,
     /// The field names, one after the other (each was a `&str`, so this is one too).
     names: String,
     /// The reason phrase in `text`.
@@ -72,111 +75,125 @@ impl ResponseHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalid(pub &'static str);
 
-/// Parse a response head to a request with `method`. `Ok(None)`: incomplete.
+/// Parse a response head to a request with `method` into a new [`ResponseHead`]. `Ok(None)`:
+/// incomplete.
 pub fn parse(buf: &[u8], method: &str) -> Result<Option<ResponseHead>, Invalid> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(Invalid("response head too large"));
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many response headers")),
-        Err(_) => return Err(Invalid("malformed response head")),
-    };
-    let status = resp.code.unwrap_or(0);
-    let minor = resp.version.unwrap_or(1);
-    // Where a slice httparse returned lies in `buf` (every one of them lies inside it).
-    let span = |part: &[u8]| -> Span {
-        let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-        (start as u32, (start + part.len()) as u32)
-    };
-    let reason = resp.reason.map_or((0, 0), |r| span(r.as_bytes()));
-    let mut names = String::with_capacity(resp.headers.iter().map(|h| h.name.len()).sum());
-    let mut spans: Vec<(Span, Span)> = Vec::with_capacity(resp.headers.len());
-    // One pass over the fields records each one and everything framing and reuse depend on:
-    // the last transfer coding (`None`: no Transfer-Encoding field at all), the first
-    // Content-Length and whether another differs from it, the Connection tokens, and the fields
-    // they make hop-by-hop.
-    let mut last_coding: Option<&[u8]> = None;
-    let mut cl: Option<&[u8]> = None;
-    let mut cl_conflict = false;
-    let (mut conn_close, mut conn_keep_alive) = (false, false);
-    let mut hop = HopByHop::default();
-    for h in resp.headers.iter() {
-        let start = names.len() as u32;
-        names.push_str(h.name);
-        spans.push(((start, names.len() as u32), span(h.value)));
-        let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-        match h.name.len() {
-            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
-                last_coding = tokens().next_back();
+    let mut head = ResponseHead::default();
+    Ok(head.parse_into(buf, method)?.then_some(head))
+}
+
+impl ResponseHead {
+    /// Parse the response head at the start of `buf`, to a request with `method`, into `self`,
+    /// reusing its storage. `Ok(false)`: incomplete (`self` is then unchanged). After an error
+    /// `self` holds parts of the refused head: its accessors read something, never out of
+    /// bounds.
+    pub fn parse_into(&mut self, buf: &[u8], method: &str) -> Result<bool, Invalid> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let head_len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                return Err(Invalid("response head too large"));
             }
-            14 if h.name.eq_ignore_ascii_case("content-length") => match cl {
-                None => cl = Some(h.value),
-                Some(first) => cl_conflict |= first != h.value,
-            },
-            10 if h.name.eq_ignore_ascii_case("connection") => {
-                for t in tokens() {
-                    conn_close |= t.eq_ignore_ascii_case(b"close");
-                    conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Invalid("too many response headers"));
+            }
+            Err(_) => return Err(Invalid("malformed response head")),
+        };
+        let status = resp.code.unwrap_or(0);
+        let minor = resp.version.unwrap_or(1);
+        // Where a slice httparse returned lies in `buf` (every one of them lies inside it).
+        let span = |part: &[u8]| -> Span {
+            let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+            (start as u32, (start + part.len()) as u32)
+        };
+        let reason = resp.reason.map_or((0, 0), |r| span(r.as_bytes()));
+        self.text.clear();
+        self.text.extend_from_slice(&buf[..head_len]);
+        self.names.clear();
+        self.fields.clear();
+        let names = &mut self.names;
+        let spans = &mut self.fields;
+        // One pass over the fields records each one and everything framing and reuse depend on:
+        // the last transfer coding (`None`: no Transfer-Encoding field at all), the first
+        // Content-Length and whether another differs from it, the Connection tokens, and the fields
+        // they make hop-by-hop.
+        let mut last_coding: Option<&[u8]> = None;
+        let mut cl: Option<&[u8]> = None;
+        let mut cl_conflict = false;
+        let (mut conn_close, mut conn_keep_alive) = (false, false);
+        let mut hop = HopByHop::default();
+        for h in resp.headers.iter() {
+            let start = names.len() as u32;
+            names.push_str(h.name);
+            spans.push(((start, names.len() as u32), span(h.value)));
+            let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            match h.name.len() {
+                17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                    last_coding = tokens().next_back();
                 }
-                hop.add_connection(h.value);
+                14 if h.name.eq_ignore_ascii_case("content-length") => match cl {
+                    None => cl = Some(h.value),
+                    Some(first) => cl_conflict |= first != h.value,
+                },
+                10 if h.name.eq_ignore_ascii_case("connection") => {
+                    for t in tokens() {
+                        conn_close |= t.eq_ignore_ascii_case(b"close");
+                        conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                    hop.add_connection(h.value);
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    let te = last_coding.is_some();
-    let no_body = method == "HEAD"
-        || (100..200).contains(&status)
-        || status == 204
-        || status == 304
-        || (method == "CONNECT" && (200..300).contains(&status));
-    let framing = if no_body {
-        BodyFraming::None
-    } else if te {
-        if cl.is_some() {
-            return Err(Invalid(
-                "response with both Transfer-Encoding and Content-Length",
-            ));
-        }
-        if last_coding.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
-            BodyFraming::Chunked
+        let te = last_coding.is_some();
+        let no_body = method == "HEAD"
+            || (100..200).contains(&status)
+            || status == 204
+            || status == 304
+            || (method == "CONNECT" && (200..300).contains(&status));
+        let framing = if no_body {
+            BodyFraming::None
+        } else if te {
+            if cl.is_some() {
+                return Err(Invalid(
+                    "response with both Transfer-Encoding and Content-Length",
+                ));
+            }
+            if last_coding.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
+                BodyFraming::Chunked
+            } else {
+                BodyFraming::UntilClose
+            }
+        } else if let Some(first) = cl {
+            if cl_conflict {
+                return Err(Invalid("conflicting Content-Length in the response"));
+            }
+            let text = std::str::from_utf8(first)
+                .map_err(|_| Invalid("bad Content-Length in the response"))?
+                .trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Invalid("bad Content-Length in the response"));
+            }
+            match text.parse::<u64>() {
+                Ok(0) => BodyFraming::None,
+                Ok(n) => BodyFraming::Length(n),
+                Err(_) => return Err(Invalid("bad Content-Length in the response")),
+            }
         } else {
             BodyFraming::UntilClose
-        }
-    } else if let Some(first) = cl {
-        if cl_conflict {
-            return Err(Invalid("conflicting Content-Length in the response"));
-        }
-        let text = std::str::from_utf8(first)
-            .map_err(|_| Invalid("bad Content-Length in the response"))?
-            .trim();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Invalid("bad Content-Length in the response"));
-        }
-        match text.parse::<u64>() {
-            Ok(0) => BodyFraming::None,
-            Ok(n) => BodyFraming::Length(n),
-            Err(_) => return Err(Invalid("bad Content-Length in the response")),
-        }
-    } else {
-        BodyFraming::UntilClose
-    };
-    let close =
-        conn_close || (minor == 0 && !conn_keep_alive) || framing == BodyFraming::UntilClose;
-    Ok(Some(ResponseHead {
-        status,
-        framing,
-        close,
-        head_len,
-        text: buf[..head_len].into(),
-        names,
-        reason,
-        fields: spans,
-        hop,
-    }))
+        };
+        let close =
+            conn_close || (minor == 0 && !conn_keep_alive) || framing == BodyFraming::UntilClose;
+        self.status = status;
+        self.framing = framing;
+        self.close = close;
+        self.head_len = head_len;
+        self.reason = reason;
+        self.hop = hop;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
