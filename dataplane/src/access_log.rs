@@ -42,11 +42,11 @@ thread_local! {
 /// Access-log lines dropped because the writer could not keep up.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Start the writer thread (once); lines emitted before are written directly.
-pub fn start_writer() {
-    let mut started = false;
+/// The sink, made by the first caller; `true` for that caller.
+fn sink() -> bool {
+    let mut made = false;
     SINK.get_or_init(|| {
-        started = true;
+        made = true;
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
         Sink {
             tx,
@@ -54,7 +54,12 @@ pub fn start_writer() {
             buffers: Mutex::new(Vec::new()),
         }
     });
-    if !started {
+    made
+}
+
+/// Start the writer thread (once); lines emitted before are written directly.
+pub fn start_writer() {
+    if !sink() {
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -91,6 +96,14 @@ fn write_out(sink: &Sink, first: Option<Vec<u8>>, spare: &mut Vec<u8>) {
         spare.clear();
     }
     let _ = out.flush();
+}
+
+/// Give the calling thread a buffer of its own that nothing writes out: the lines it emits are
+/// kept (up to [`MAX_BUFFERED`]) and never printed. For tests of a worker's request path.
+#[cfg(test)]
+pub(crate) fn buffer_without_writer() {
+    sink();
+    register_worker();
 }
 
 /// Give the calling thread (a worker) its own buffer.

@@ -467,6 +467,180 @@ async fn read_more(
 mod tests {
     use super::*;
 
+    /// A worker as the runtime makes one, without DNS servers or published metrics.
+    fn test_worker() -> Rc<Worker> {
+        let settings = Settings {
+            capture: Capture::Listeners,
+            outbound_port: 15001,
+            bind: [127, 0, 0, 1].into(),
+            mark: 0,
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            dns_servers: Vec::new(),
+            forward: crate::forward::Mode::Copy,
+            own_ports: Vec::new(),
+            verify_original_destination: false,
+            stream_idle_timeout: Duration::from_secs(300),
+            max_connections: 1000,
+            sched: crate::runtime::Sched::Normal,
+        };
+        Rc::new(Worker {
+            settings: Rc::new(settings),
+            balancer: Balancer::default(),
+            resolver: crate::dns::resolver::Resolver::new(Vec::new(), 0),
+            pipes: crate::forward::splice::PipePool::default(),
+            rng: std::cell::RefCell::new(fastrand::Rng::new()),
+            metrics: crate::metrics::WorkerMetrics::detached(),
+            pool: crate::http::pool::Pool::default(),
+            timer: crate::coarse_timer::CoarseTimer::default(),
+        })
+    }
+
+    /// An origin on a thread of its own: answers every request head on each connection it
+    /// accepts with `200` and a 1 KiB body, from fixed buffers (it allocates nothing per
+    /// request either).
+    fn origin() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut response =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nServer: t\r\n\r\n".to_vec();
+            response.resize(response.len() + 1024, b'x');
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let response = response.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut have = 0;
+                    loop {
+                        match c.read(&mut buf[have..]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => have += n,
+                        }
+                        while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n")
+                        {
+                            buf.copy_within(end + 4..have, 0);
+                            have -= end + 4;
+                            if c.write_all(&response).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Accept one connection on `proxy` and serve it with the HTTP router of `snapshot`'s port
+    /// 80, counting the worker thread's allocations meanwhile.
+    async fn count_serving(
+        proxy: std::net::TcpListener,
+        snapshot: &Snapshot,
+        requests: usize,
+    ) -> u64 {
+        crate::access_log::buffer_without_writer();
+        let worker = test_worker();
+        let listener = monoio::net::TcpListener::from_std(proxy).unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let table = &snapshot.table;
+        let dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let Decision::Http(id) = table.decide(table.listener(dst), Detected::Http) else {
+            panic!("port 80 is not an HTTP port");
+        };
+        let cx = crate::http::proxy::Conn {
+            worker: &worker,
+            snapshot,
+            config: table.http_config(id),
+            dst,
+            source: Some(peer),
+        };
+        sys::counting::count(true);
+        let served = crate::http::proxy::serve(&cx, stream, Vec::new()).await;
+        let allocations = sys::counting::count(false);
+        assert_eq!(served, requests as u64);
+        allocations
+    }
+
+    /// Allocations on the worker thread while the HTTP router serves one client connection of
+    /// `requests` keep-alive requests (each `GET` with three fields, answered with 1 KiB) to an
+    /// origin, with a fresh worker and origin connection, on io_uring or epoll.
+    fn allocations_serving(requests: usize, uring: bool) -> u64 {
+        let origin = origin();
+        let config = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: o}}\nspec:\n  hosts: [origin.test]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
+            origin.port()
+        );
+        let b = dataplane_config::build(
+            &[dataplane_config::Source::new("o.yaml", config)],
+            None,
+            &dataplane_config::Options::default(),
+        );
+        let snapshot = Snapshot::build(b.table.expect("valid"));
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(proxy_addr).unwrap();
+            let mut buf = [0u8; 8192];
+            let mut ok = 0;
+            for _ in 0..requests {
+                c.write_all(b"GET /1k HTTP/1.1\r\nHost: origin.test\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n")
+                    .unwrap();
+                // The whole response: its head and 1 KiB of body.
+                let mut have = 0;
+                while buf[..have]
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .is_none_or(|end| have < end + 4 + 1024)
+                {
+                    let n = c.read(&mut buf[have..]).unwrap();
+                    assert!(n > 0, "the proxy closed");
+                    have += n;
+                }
+                ok += usize::from(buf.starts_with(b"HTTP/1.1 200 "));
+            }
+            ok
+        });
+        let serving = count_serving(proxy, &snapshot, requests);
+        let allocations = if uring {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .build()
+                .unwrap()
+                .block_on(serving)
+        } else {
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .unwrap()
+                .block_on(serving)
+        };
+        assert_eq!(client.join().unwrap(), requests, "every response a 200");
+        allocations
+    }
+
+    /// The allocation-free keep-alive path: once a connection's first requests have grown its
+    /// buffers and the pool's and metrics' entries exist, a request through the HTTP router
+    /// (head parsing, routing, the pooled upstream connection, rendering, relaying, metrics
+    /// and the access-log line) allocates nothing on the worker: 60 more requests on a
+    /// connection cost no more allocations than its first 10.
+    #[test]
+    fn keep_alive_requests_allocate_nothing_on_the_worker() {
+        for uring in [true, false] {
+            // First, the process's one-time initialisations (statics made on first use).
+            allocations_serving(5, uring);
+            let few = allocations_serving(10, uring);
+            let many = allocations_serving(70, uring);
+            assert!(few > 0, "the counting allocator counts");
+            assert_eq!(
+                many, few,
+                "allocations for 60 more requests (io_uring: {uring})"
+            );
+        }
+    }
+
     /// The forwarding future's size: every forwarded connection carries one (S9 memory goal).
     #[test]
     fn forwarding_future_size_is_bounded() {
@@ -481,31 +655,7 @@ mod tests {
             let (s, peer) = l.accept().await.unwrap();
             let b = dataplane_config::build(&[], None, &dataplane_config::Options::default());
             let table = Rc::new(Arc::new(Snapshot::build(b.table.unwrap())));
-            let settings = Settings {
-                capture: Capture::Listeners,
-                outbound_port: 15001,
-                bind: [127, 0, 0, 1].into(),
-                mark: 0,
-                detect_timeout: Duration::from_secs(1),
-                connect_timeout: Duration::from_secs(1),
-                dns_servers: Vec::new(),
-                forward: crate::forward::Mode::Copy,
-                own_ports: Vec::new(),
-                verify_original_destination: false,
-                stream_idle_timeout: Duration::from_secs(300),
-                max_connections: 1000,
-                sched: crate::runtime::Sched::Normal,
-            };
-            let worker = Rc::new(Worker {
-                settings: Rc::new(settings),
-                balancer: Balancer::default(),
-                resolver: crate::dns::resolver::Resolver::new(Vec::new(), 0),
-                pipes: crate::forward::splice::PipePool::default(),
-                rng: std::cell::RefCell::new(fastrand::Rng::new()),
-                metrics: crate::metrics::WorkerMetrics::detached(),
-                pool: crate::http::pool::Pool::default(),
-                timer: crate::coarse_timer::CoarseTimer::default(),
-            });
+            let worker = test_worker();
             let setup = serve(&worker, table, s, peer);
             let size = size_of_val(&setup);
             eprintln!("setup future: {size} bytes");

@@ -4,6 +4,7 @@
 //! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
 //! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised,
 //! a worker thread's id and scheduling policy; and one allocator option set before `main`.
+//! In the unit tests only, the global allocator that counts a thread's allocations.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -218,4 +219,69 @@ mod tests {
         // Not redirected: there is no original destination to read.
         assert!(original_dst(&l, local).is_err());
     }
+}
+
+/// The unit tests' global allocator: the system's, counting the allocations of the threads
+/// that ask it to (see [`counting::count`]).
+#[cfg(test)]
+pub(crate) mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Allocations so far on this thread while counting; `None`: not counting. A `const`
+        /// cell with nothing to drop: reading it allocates nothing and works at any time.
+        static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Start (`true`) or stop counting this thread's allocations; returns the count so far.
+    pub(crate) fn count(on: bool) -> u64 {
+        COUNT.with(|c| {
+            let so_far = c.get().unwrap_or(0);
+            c.set(on.then_some(so_far));
+            so_far
+        })
+    }
+
+    struct Counting;
+
+    fn counted() {
+        let _ = COUNT.try_with(|c| {
+            if let Some(n) = c.get() {
+                c.set(Some(n + 1));
+            }
+        });
+    }
+
+    // SAFETY: every method forwards to the system allocator with the caller's arguments, so
+    // the `GlobalAlloc` contract holds as it does for `System`; counting touches only a
+    // thread-local `Cell` and allocates nothing.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            counted();
+            // SAFETY: the caller's contract for `alloc`, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            counted();
+            // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            counted();
+            // SAFETY: the caller's contract for `realloc`, passed on (`ptr` came from `System`
+            // through this allocator).
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract for `dealloc`, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
 }
