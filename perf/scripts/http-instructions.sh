@@ -4,7 +4,7 @@
 # (default target/release/dataplane) under valgrind on 127.0.0.2 with the epoll driver
 # (valgrind does not follow io_uring), warms it with one request, zeroes the counters, drives
 # it with `wrk -t1 -c10 -d8s` through S4's route (plain HTTP to the origin) or S6's (the proxy
-# originates TLS), dumps, and prints instructions per request.
+# originates TLS), dumps, and prints instructions and allocations per request.
 # Usage: perf/scripts/http-instructions.sh [BIN] [s4|s6]   (needs valgrind and wrk)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,4 +41,25 @@ REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: $HOST" http://127.0.0.2:$PORT/1k | awk '/
 callgrind_control -d > /dev/null
 sleep 1
 TOTAL=$(grep -h "^summary:\|^totals:" "$OUT"/cg.*.1 | head -1 | awk '{print $2}')
-echo "requests $REQUESTS, user-space instructions per request $((TOTAL / REQUESTS))"
+# Calls into mimalloc's allocation entry points from anywhere in the proxy (all threads: the
+# metrics and access-log threads make a few a second).
+ALLOCS=$(python3 - "$OUT"/cg.*.1 <<'PY'
+import re, sys
+names, cfn, total = {}, None, 0
+want = {"mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith("cfn="):
+        m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.strip())
+        if m and m.group(2):
+            names[m.group(1)] = m.group(2)
+        cfn = names.get(m.group(1)) if m else None
+    elif line.startswith("fn="):
+        m = re.match(r"fn=\((\d+)\)(?: (.*))?", line.strip())
+        if m and m.group(2):
+            names[m.group(1)] = m.group(2)
+    elif line.startswith("calls=") and cfn in want:
+        total += int(line[6:].split()[0])
+print(total)
+PY
+)
+echo "requests $REQUESTS, user-space instructions per request $((TOTAL / REQUESTS)), allocations $ALLOCS ($(python3 -c "print(round($ALLOCS / $REQUESTS, 2))") per request)"
