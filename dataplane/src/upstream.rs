@@ -218,8 +218,9 @@ impl Balancer {
                     });
                 }
                 // Ejected endpoints are skipped while any other remains (Envoy's panic mode
-                // uses them all when none is healthy). No clock is read while no endpoint of
-                // any cluster has a health record (no outlier detection has counted a failure).
+                // uses them all when none is healthy). No clock is read while no endpoint has
+                // a health record (records exist only for clusters with outlier detection,
+                // from their first reported exchange).
                 let healthy: Weighted = {
                     let health = self.health.borrow();
                     if health.is_empty() {

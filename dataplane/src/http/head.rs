@@ -144,7 +144,6 @@ impl RequestHead {
             let start = self.values.len() as u32;
             self.values.extend_from_slice(h.value);
             self.fields.push((name, (start, self.values.len() as u32)));
-            let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
             let is = |want: &str| h.name.eq_ignore_ascii_case(want);
             match h.name.len() {
                 4 if is("host") => {
@@ -153,7 +152,7 @@ impl RequestHead {
                 }
                 17 if is("transfer-encoding") => {
                     te_fields += 1;
-                    for t in tokens() {
+                    for t in tokens(h.value) {
                         te_codings += 1;
                         last_coding = t;
                     }
@@ -163,7 +162,7 @@ impl RequestHead {
                     cl = h.value;
                 }
                 10 if is("connection") => {
-                    for t in tokens() {
+                    for t in tokens(h.value) {
                         conn_close |= t.eq_ignore_ascii_case(b"close");
                         conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
                         conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
@@ -171,7 +170,8 @@ impl RequestHead {
                 }
                 7 if is("upgrade") => upgrade_field = true,
                 6 if is("expect") => {
-                    expect_continue |= tokens().any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+                    expect_continue |=
+                        tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
                 }
                 _ => {}
             }
@@ -302,26 +302,11 @@ impl Reject {
     }
 }
 
-/// The comma-separated tokens of every field named `name` (case-insensitive), as received
-/// but for the spaces and tabs around them (RFC 9110 section 5.6.1): `Connection: keep-alive,
-/// Upgrade` gives `keep-alive`, `Upgrade`. Tokens are ASCII, so they are compared as bytes:
-/// nothing is decoded or allocated.
-pub fn tokens<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    name: &str,
-) -> impl Iterator<Item = &'h [u8]> {
-    headers
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| v.split(|&b| b == b',').map(<[u8]>::trim_ascii))
-}
-
-/// Whether any token of the fields named `name` is `token`, ASCII case aside.
-pub fn has_token<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    name: &str,
-    token: &str,
-) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+/// The comma-separated tokens of one field's value, as received but for the spaces and tabs
+/// around them (RFC 9110 section 5.6.1): `keep-alive, Upgrade` gives `keep-alive`, `Upgrade`.
+/// Tokens are ASCII, so they are compared as bytes: nothing is decoded or allocated.
+pub fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Parse a request head into a new [`RequestHead`]. `Ok(None)`: incomplete, read more.
@@ -366,7 +351,7 @@ impl HopByHop {
 
     /// Add the fields one `Connection` field's `value` names.
     pub fn add_connection(&mut self, value: &[u8]) {
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        for token in tokens(value) {
             // Only a token naming another field allocates.
             if !token.is_empty() && !is_fixed_hop_by_hop(token) && !frames_or_routes(token) {
                 self.named

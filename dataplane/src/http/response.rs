@@ -2,7 +2,7 @@
 //! relaying needs: status, how the body is delimited (RFC 9112 §6.3), and whether the upstream
 //! connection can carry another request.
 
-use super::head::{HopByHop, MAX_HEAD, MAX_HEADERS};
+use super::head::{HopByHop, MAX_HEAD, MAX_HEADERS, tokens};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,17 +128,16 @@ impl ResponseHead {
             let start = names.len() as u32;
             names.push_str(h.name);
             spans.push(((start, names.len() as u32), span(h.value)));
-            let tokens = || h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
             match h.name.len() {
                 17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
-                    last_coding = tokens().next_back();
+                    last_coding = tokens(h.value).next_back();
                 }
                 14 if h.name.eq_ignore_ascii_case("content-length") => match cl {
                     None => cl = Some(h.value),
                     Some(first) => cl_conflict |= first != h.value,
                 },
                 10 if h.name.eq_ignore_ascii_case("connection") => {
-                    for t in tokens() {
+                    for t in tokens(h.value) {
                         conn_close |= t.eq_ignore_ascii_case(b"close");
                         conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
                     }
