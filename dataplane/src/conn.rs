@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane_config::table::{Decision, Detect, Detected, RouteTable, Target, Upstream};
-use monoio::buf::IoBufMut;
-use monoio::io::{CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
 use crate::access_log::Entry;
+use crate::coarse_timer::CoarseTimer;
 use crate::detect::{http, tls};
 use crate::forward::forward;
 use crate::runtime::{Capture, Settings};
@@ -69,7 +68,7 @@ pub struct Worker {
     /// Per-worker idle upstream HTTP connections.
     pub pool: crate::http::pool::Pool,
     /// Per-worker timer for the TCP idle timeout of every forwarded connection.
-    pub timer: crate::coarse_timer::CoarseTimer,
+    pub timer: CoarseTimer,
 }
 
 impl Worker {
@@ -171,7 +170,7 @@ pub fn forward_connected(
 async fn run(
     worker: &Worker,
     snapshot: &Snapshot,
-    mut client: TcpStream,
+    client: TcpStream,
     log: &mut Entry<'_>,
 ) -> Option<Connected> {
     let table: &RouteTable = snapshot;
@@ -203,9 +202,10 @@ async fn run(
     // The phases before routing's outcome are boxed, each freed when it ends: this task lives
     // as long as an HTTP connection, and unboxed they would make it 2,816 bytes instead of 992.
     let (prefix, found) = Box::pin(detect(
-        &mut client,
+        &client,
         listener.detect(),
         settings.detect_timeout,
+        &worker.timer,
     ))
     .await;
     log.detected = Some(match &found {
@@ -214,14 +214,9 @@ async fn run(
         _ => "opaque",
     });
     let detected = match &found {
-        Found::Tls(sni) => {
-            log.sni = sni
-                .as_ref()
-                .map(|s| String::from_utf8_lossy(s).into_owned());
-            Detected::Tls {
-                sni: sni.as_deref(),
-            }
-        }
+        Found::Tls(sni) => Detected::Tls {
+            sni: sni.as_deref(),
+        },
         Found::Http => Detected::Http,
         Found::Other => Detected::Other,
         Found::BadTls(why) => {
@@ -234,6 +229,14 @@ async fn run(
         }
     };
     let decision = table.decide(listener, detected);
+    if let Found::Tls(Some(sni)) = found {
+        // Logged, and asked of DNS for original-destination checks: a valid UTF-8 name (any
+        // real one) keeps the bytes' allocation.
+        log.sni = Some(
+            String::from_utf8(sni)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        );
+    }
     let upstream = match decision {
         Decision::Deny => {
             deny(log, "registry_only");
@@ -247,7 +250,7 @@ async fn run(
             log.cluster = Some("PassthroughCluster".into());
             Pick::Address(dst, settings.connect_timeout)
         }
-        Decision::Forward(target) => Pick::Target(target, log.sni.clone()),
+        Decision::Forward(target) => Pick::Target(target),
         Decision::Http(id) => {
             let cx = crate::http::proxy::Conn {
                 worker,
@@ -275,8 +278,13 @@ async fn run(
                 idle: TCP_IDLE,
             })
         }
-        Pick::Target(target, sni) => {
-            let (upstream, idle) = connect_target(worker, table, target, dst, sni, log).await?;
+        Pick::Target(target) => {
+            // Lent to the connect and put back: `log` is borrowed mutably meanwhile.
+            let requested = log.sni.take();
+            let connected =
+                connect_target(worker, table, target, dst, requested.as_deref(), log).await;
+            log.sni = requested;
+            let (upstream, idle) = connected?;
             Some(Connected {
                 client,
                 upstream,
@@ -289,7 +297,7 @@ async fn run(
 
 enum Pick<'t> {
     Address(SocketAddr, Duration),
-    Target(&'t Target, Option<String>),
+    Target(&'t Target),
 }
 
 /// Pick `target`'s cluster and endpoints and connect to one: the upstream (its address in
@@ -299,7 +307,7 @@ async fn connect_target(
     table: &RouteTable,
     target: &Target,
     dst: SocketAddr,
-    requested: Option<String>,
+    requested: Option<&str>,
     log: &mut Entry<'_>,
 ) -> Option<(TcpStream, Duration)> {
     let mut rng = fastrand::Rng::with_seed(worker.rng.borrow_mut().u64(..));
@@ -313,7 +321,7 @@ async fn connect_target(
     log.cluster = Some(cluster.name.clone().into());
     if worker.settings.verify_original_destination
         && matches!(cluster.upstream, Upstream::OriginalDestination { .. })
-        && let Some(name) = requested.as_deref()
+        && let Some(name) = requested
         && let Err(e) = Box::pin(upstream::verify_destination(
             &worker.resolver,
             name,
@@ -324,14 +332,13 @@ async fn connect_target(
         deny(log, &e.reason());
         return None;
     }
-    let candidates = Box::pin(worker.balancer.candidates(
-        cluster,
-        dst,
-        requested.as_deref(),
-        &worker.resolver,
-        &mut rng,
-    ))
-    .await;
+    let candidates =
+        Box::pin(
+            worker
+                .balancer
+                .candidates(cluster, dst, requested, &worker.resolver, &mut rng),
+        )
+        .await;
     match candidates {
         Ok(addrs) => {
             let upstream = connect(worker, table, &addrs, cluster.connect_timeout, log).await?;
@@ -356,7 +363,14 @@ async fn connect(
 ) -> Option<TcpStream> {
     let mut last: Option<UpstreamError> = None;
     for &addr in addrs {
-        match Box::pin(upstream::connect(addr, worker.settings.mark, timeout)).await {
+        match Box::pin(upstream::connect_within(
+            addr,
+            worker.settings.mark,
+            timeout,
+            &worker.timer,
+        ))
+        .await
+        {
             Ok(s) if worker.settings.is_self(&s, addr, |p| table.serves_port(p)) => {
                 log.upstream = Some(addr);
                 last = Some(UpstreamError::Loop);
@@ -395,7 +409,12 @@ fn fail(log: &mut Entry<'_>, why: String) {
 
 /// Read the connection's first bytes until detection can answer, within `timeout` and
 /// [`MAX_DETECT`] bytes. Nothing is read when nothing needs detecting.
-async fn detect(client: &mut TcpStream, want: Detect, timeout: Duration) -> (Vec<u8>, Found) {
+async fn detect(
+    client: &TcpStream,
+    want: Detect,
+    timeout: Duration,
+    timer: &CoarseTimer,
+) -> (Vec<u8>, Found) {
     if !want.tls && !want.http {
         return (Vec::new(), Found::Other);
     }
@@ -425,40 +444,42 @@ async fn detect(client: &mut TcpStream, want: Detect, timeout: Duration) -> (Vec
         if !undecided || buf.len() >= MAX_DETECT {
             return (buf, Found::Other);
         }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            // Decisions 9: on expiry, proceed as "nothing detected".
+        // Decisions 9: on expiry, proceed as "nothing detected". (Before the first read the
+        // deadline, set just now, is ahead.)
+        if !buf.is_empty() && Instant::now() >= deadline {
             return (buf, Found::Other);
-        };
-        match read_more(client, buf, left).await {
-            (b, Ok(0)) => return (b, Found::Closed),
-            (b, Ok(_)) => buf = b,
-            (b, Err(_)) => return (b, Found::Other),
+        }
+        match read_more(client, &mut buf, deadline, timer).await {
+            Ok(0) => return (buf, Found::Closed),
+            Ok(_) => {}
+            Err(_) => return (buf, Found::Other),
         }
     }
 }
 
-/// Append bytes to `buf` (growing it, up to [`MAX_DETECT`]) within `left`. On timeout the read
-/// is cancelled and its buffer handed back, so no byte already read is lost.
+/// Append bytes to `buf` (growing it, up to [`MAX_DETECT`]) before `deadline` (on the worker's
+/// coarse timer). Bytes already waiting are read at once, without a trip through the runtime
+/// (a ClientHello has usually arrived by the time its connection is accepted); otherwise the
+/// wait is for readiness, which holds no buffer and is simply dropped on timeout.
 async fn read_more(
-    client: &mut TcpStream,
-    mut buf: Vec<u8>,
-    left: Duration,
-) -> (Vec<u8>, std::io::Result<usize>) {
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timer: &CoarseTimer,
+) -> std::io::Result<usize> {
     if buf.len() == buf.capacity() {
         buf.reserve(buf.capacity().min(MAX_DETECT - buf.len()).max(1));
     }
-    let len = buf.len();
-    let canceller = Canceller::new();
-    let read = client.cancelable_read(buf.slice_mut(len..), canceller.handle());
-    let mut read = std::pin::pin!(read);
-    monoio::select! {
-        (res, slice) = &mut read => (slice.into_inner(), res),
-        () = monoio::time::sleep(left) => {
-            canceller.cancel();
-            // A read that completed in the meantime keeps its bytes.
-            let (res, slice) = read.await;
-            let res = res.map_err(|_| std::io::ErrorKind::TimedOut.into());
-            (slice.into_inner(), res)
+    loop {
+        match sys::recv_append(client, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            done => return done,
+        }
+        match timer.timeout_at(deadline, client.readable(false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
 }
@@ -492,7 +513,7 @@ mod tests {
             rng: std::cell::RefCell::new(fastrand::Rng::new()),
             metrics: crate::metrics::WorkerMetrics::detached(),
             pool: crate::http::pool::Pool::default(),
-            timer: crate::coarse_timer::CoarseTimer::default(),
+            timer: CoarseTimer::default(),
         })
     }
 

@@ -165,12 +165,20 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Read what `socket` has into `buf`'s spare capacity without blocking (the socket must be
-/// non-blocking): `Ok(0)` at end of stream, `Err(WouldBlock)` when nothing is waiting. The bytes
-/// are appended to `buf`.
+/// Send from `bytes` without blocking, whatever the socket's mode (`MSG_DONTWAIT`): the count
+/// sent, or `Err(WouldBlock)` when the socket has no room.
+pub fn send(socket: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
+    with_socket(socket, |s| s.send_with_flags(bytes, libc::MSG_DONTWAIT))
+}
+
+/// Read what `socket` has into `buf`'s spare capacity without blocking, whatever the socket's
+/// mode (`MSG_DONTWAIT`): `Ok(0)` at end of stream, `Err(WouldBlock)` when nothing is waiting.
+/// The bytes are appended to `buf`.
 pub fn recv_append(socket: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let len = buf.len();
-    let n = with_socket(socket, |s| s.recv(buf.spare_capacity_mut()))?;
+    let n = with_socket(socket, |s| {
+        s.recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT)
+    })?;
     // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity it was given, and
     // `n` is at most that capacity, so `len + n` bytes of `buf` are initialised.
     unsafe { buf.set_len(len + n) };

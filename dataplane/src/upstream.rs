@@ -19,6 +19,7 @@ use dataplane_config::table::{
 use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
+use crate::coarse_timer::CoarseTimer;
 use crate::dns::resolver::Resolver;
 use crate::sys;
 
@@ -413,13 +414,24 @@ pub async fn verify_destination(
     }
 }
 
-/// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout`. The socket is
-/// non-blocking, which forwarding relies on.
-pub async fn connect(
+/// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout` on the worker's
+/// coarse timer (a runtime timer per connection costs a trip through the runtime's wheel). The
+/// socket is non-blocking, which forwarding relies on.
+pub async fn connect_within(
     addr: SocketAddr,
     mark: u32,
     timeout: Duration,
+    timer: &CoarseTimer,
 ) -> Result<TcpStream, UpstreamError> {
+    timer
+        .timeout(timeout, connect(addr, mark))
+        .await
+        .unwrap_or(Err(UpstreamError::ConnectTimeout))
+}
+
+/// Connect to `addr` from a socket carrying `mark` (0: none), however long it takes: the caller
+/// bounds it (see [`connect_within`]). The socket is non-blocking, which forwarding relies on.
+pub async fn connect(addr: SocketAddr, mark: u32) -> Result<TcpStream, UpstreamError> {
     // Non-blocking from the start (`SOCK_NONBLOCK`): no system call to make it so.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
         .map_err(UpstreamError::Connect)?;
@@ -431,16 +443,15 @@ pub async fn connect(
         .map_err(UpstreamError::Connect)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(UpstreamError::Connect(e)),
     }
     let stream =
         TcpStream::from_std(std::net::TcpStream::from(socket)).map_err(UpstreamError::Connect)?;
-    match monoio::time::timeout(timeout, stream.writable(true)).await {
-        Err(_) => return Err(UpstreamError::ConnectTimeout),
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Ok(Ok(())) => {}
-    }
+    stream
+        .writable(true)
+        .await
+        .map_err(UpstreamError::Connect)?;
     if let Some(e) =
         sys::with_socket(&stream, |s| s.take_error()).map_err(UpstreamError::Connect)?
     {

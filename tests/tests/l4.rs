@@ -185,6 +185,68 @@ fn tls_routed_by_sni_bytes_forwarded_exactly() {
 }
 
 #[test]
+fn a_silent_client_on_a_detecting_port_goes_to_tcp_after_the_detection_timeout() {
+    // A TLS service and a server-first TCP service without addresses share the port, so the
+    // proxy waits for a ClientHello first. A client that says nothing until greeted (MySQL's
+    // do) goes to the TCP service once `--detect-timeout` has passed (Decisions 9), and its
+    // upstream speaks first.
+    let (api, db) = (Upstream::start(b"T"), Upstream::start(b"greeting\n"));
+    let port = free_port();
+    let config = se(
+        "api",
+        &format!(
+            "  hosts: [api.example.com]\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
+            api.port
+        ),
+    ) + &se(
+        "db",
+        &format!(
+            "  hosts: [db.example.com]\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]\n",
+            db.port
+        ),
+    );
+    let proxy = Proxy::start(
+        &config,
+        REGISTRY_ONLY,
+        &["--capture", "listeners", "--detect-timeout", "1s"],
+        port,
+    );
+
+    let started = std::time::Instant::now();
+    let mut s = connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(read_exact(&mut s, 9), b"greeting\n");
+    let greeted = started.elapsed();
+    assert!(
+        greeted >= Duration::from_millis(900),
+        "greeted after {greeted:?}, before the detection timeout"
+    );
+    s.write_all(b"ping").unwrap();
+    assert_eq!(read_exact(&mut s, 4), b"ping");
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s), Some(Vec::new()));
+
+    // A ClientHello on the same port still goes by its SNI.
+    let mut t = connect(&format!("127.0.0.1:{port}"));
+    t.write_all(CURL_HELLO).unwrap();
+    assert_eq!(read_exact(&mut t, 1), b"T");
+    drop(t);
+
+    let log = proxy.wait_access_log(3);
+    let db_line = log
+        .iter()
+        .find(|l| l["cluster"] == format!("outbound|{port}||db.example.com"))
+        .expect("the silent client's line");
+    assert!(db_line["sni"].is_null(), "{db_line}");
+    assert_eq!(db_line["outcome"], "forwarded");
+    assert_eq!(db_line["bytes_sent"], 4);
+    let api_line = log
+        .iter()
+        .find(|l| l["cluster"] == format!("outbound|{port}||api.example.com"))
+        .expect("the TLS client's line");
+    assert_eq!(api_line["sni"], "api.example.com");
+}
+
+#[test]
 fn interactive_round_trips_on_every_driver_and_forwarding_mode() {
     // Request/response traffic: each direction must wake on its own (a worker blocked in one
     // direction would stall the other; see the O_NONBLOCK note in forward/mod.rs).

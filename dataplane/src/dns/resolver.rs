@@ -223,9 +223,11 @@ impl Resolver {
         id: u16,
         name: &str,
     ) -> Result<Answer, String> {
-        let mut stream = upstream::connect(server, self.mark, ATTEMPT_TIMEOUT)
-            .await
-            .map_err(|e| e.reason())?;
+        let mut stream =
+            monoio::time::timeout(ATTEMPT_TIMEOUT, upstream::connect(server, self.mark))
+                .await
+                .map_err(|_| upstream::UpstreamError::ConnectTimeout.reason())?
+                .map_err(|e| e.reason())?;
         let mut framed = (query.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(query);
         let exchange = async {

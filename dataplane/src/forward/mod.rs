@@ -49,10 +49,10 @@ type Moved = std::cell::Cell<u64>;
 /// How one direction ended: its byte count and its error, if any.
 type Ended = (u64, Option<std::io::Error>);
 
-/// Send all of `bytes` on the non-blocking socket `to`, waiting for room when it has none.
+/// Send all of `bytes` on `to` without blocking, waiting for room when it has none.
 async fn send_all(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
     while !bytes.is_empty() {
-        match crate::sys::with_socket(to, |s| s.send(bytes)) {
+        match crate::sys::send(to, bytes) {
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == ErrorKind::WouldBlock => to.writable(false).await?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -81,7 +81,8 @@ async fn yield_now() {
     .await;
 }
 
-/// Copy `from` -> `to` until EOF, then half-close `to`. Both sockets are non-blocking.
+/// Copy `from` -> `to` until EOF, then half-close `to`. Each call is non-blocking
+/// (`MSG_DONTWAIT`), whatever the sockets' mode.
 ///
 /// The send loop is written out here rather than awaited as [`send_all`]: a nested future
 /// would keep its own copy of the state, and every idle connection carries two of these.
@@ -117,7 +118,7 @@ fn copy<'a>(
             while sent < n {
                 // The wait is outside the `match`: inside, the send's result would be kept
                 // across it, in every connection's task.
-                let full = match crate::sys::with_socket(to, |s| s.send(&buf[sent..])) {
+                let full = match crate::sys::send(to, &buf[sent..]) {
                     Ok(m) => {
                         sent += m;
                         false
@@ -223,8 +224,7 @@ where
     }
 }
 
-/// Forward between `client` and `upstream` (non-blocking, as [`crate::upstream::connect`]
-/// makes it), sending `prefix` (the bytes read for detection, freed once sent) upstream first;
+/// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection, freed once sent) upstream first;
 /// spliced through two of `pipes` when given (`--forward splice`) and pipes can be had, else
 /// copied. Parameters are borrowed where they can be: every
 /// idle connection keeps them in its task.
@@ -239,14 +239,9 @@ pub fn forward<'a>(
 ) -> impl Future<Output = Forwarded> + 'a {
     async move {
         // Both ways of moving bytes make non-blocking system calls after a readiness wait, and a
-        // blocking call would stall the whole worker. io_uring hands accepted sockets out in
-        // blocking mode; upstream sockets are non-blocking from `upstream::connect` on.
-        if let Err(e) = crate::sys::set_nonblocking(client) {
-            return Forwarded {
-                error: Some(e),
-                ..Forwarded::default()
-            };
-        }
+        // blocking call would stall the whole worker. Copying asks for it per call
+        // (`MSG_DONTWAIT`), so the sockets' mode does not matter; splice needs non-blocking
+        // sockets (see `spliced`).
         // Counted as sent once it is (not kept apart: the task would carry the count).
         let prefix_len = prefix.len() as u64;
         if let Err(e) = send_all(upstream, prefix).await {
@@ -280,6 +275,14 @@ async fn spliced(
     idle: &Duration,
     timer: &CoarseTimer,
 ) -> Option<Forwarded> {
+    // splice(2) blocks on a blocking socket whatever its flags say, and io_uring hands accepted
+    // sockets out in blocking mode (upstream sockets are non-blocking from `upstream::connect`).
+    if let Err(e) = crate::sys::set_nonblocking(client) {
+        return Some(Forwarded {
+            error: Some(e),
+            ..Forwarded::default()
+        });
+    }
     let (up_pipe, down_pipe) = (pool.take().ok()?, pool.take().ok()?);
     let (sent, received) = (Moved::new(0), Moved::new(0));
     let up = pin!(splice::direction(client, upstream, &up_pipe, &sent));

@@ -800,7 +800,9 @@ async fn acquire(
     };
     for &addr in &addrs {
         let table = &cx.snapshot.table;
-        let tcp = match upstream::connect(addr, worker.settings.mark, timeout).await {
+        let tcp = match upstream::connect_within(addr, worker.settings.mark, timeout, &worker.timer)
+            .await
+        {
             Ok(s) if worker.settings.is_self(&s, addr, |p| table.serves_port(p)) => {
                 last = UpstreamError::Loop;
                 continue;
@@ -814,14 +816,16 @@ async fn acquire(
         };
         let io = match &tls {
             None => UpstreamIo::Plain(tcp),
-            Some((config, name)) => match handshake(config, name, addr, tcp, timeout).await {
-                Ok(io) => io,
-                Err(why) => {
-                    failed(addr);
-                    last = UpstreamError::Tls(why);
-                    continue;
+            Some((config, name)) => {
+                match handshake(config, name, addr, tcp, timeout, &worker.timer).await {
+                    Ok(io) => io,
+                    Err(why) => {
+                        failed(addr);
+                        last = UpstreamError::Tls(why);
+                        continue;
+                    }
                 }
-            },
+            }
         };
         return Ok(worker.pool.adopt(slot, key_for(addr).to_key(), io));
     }
@@ -834,6 +838,7 @@ async fn handshake(
     addr: SocketAddr,
     tcp: TcpStream,
     timeout: Duration,
+    timer: &CoarseTimer,
 ) -> Result<UpstreamIo, String> {
     use std::os::fd::AsRawFd;
     let server_name = if name.is_empty() {
@@ -843,7 +848,10 @@ async fn handshake(
     };
     let fd = tcp.as_raw_fd();
     let connector = monoio_rustls::TlsConnector::from(config.clone());
-    match monoio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+    match timer
+        .timeout(timeout, connector.connect(server_name, tcp))
+        .await
+    {
         Err(_) => Err("TLS handshake timeout".into()),
         Ok(Err(e)) => Err(format!("TLS handshake: {}", error_chain(&e))),
         Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream), fd)),
