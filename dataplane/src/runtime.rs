@@ -116,6 +116,9 @@ fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<std::net::TcpL
         }
     }
     socket.set_nonblocking(true)?;
+    // Small writes (a TLS handshake, an HTTP head) go out at once, as Envoy and HAProxy set on
+    // both sides. Accepted sockets inherit it from the listener: no system call per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
@@ -378,12 +381,15 @@ async fn accept_loop(
     drain: Rc<WorkerDrain>,
     closed: Rc<Cell<bool>>,
 ) {
+    // One for the loop's lifetime: made per accept, it would put a runtime timer in and out of
+    // the wheel for every connection.
+    let mut stop = std::pin::pin!(stop_requested(&drain, &closed));
     loop {
         let accept = listener.accept();
         let mut accept = std::pin::pin!(accept);
         let (accepted, last) = monoio::select! {
             accepted = &mut accept => (accepted, false),
-            () = stop_requested(&drain, &closed) => {
+            () = stop.as_mut() => {
                 // Stop the listener in the kernel first (connections waiting in its queue are
                 // reset, so they are refused, not left waiting), then let the accept in flight
                 // finish: an io_uring accept dropped just as it completes would leave its
@@ -403,9 +409,6 @@ async fn accept_loop(
                 worker.metrics.refused("max_connections");
             }
             Ok((stream, peer)) => {
-                // Small writes (a TLS handshake, an HTTP head) go out at once, as Envoy and
-                // HAProxy set on both sides.
-                let _ = stream.set_nodelay(true);
                 let table = local.current();
                 let tracked = drain.track();
                 // Two tasks per forwarded connection: setup (detection, routing, connecting),
@@ -435,5 +438,26 @@ async fn accept_loop(
         if last {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(accepted.nodelay().unwrap());
     }
 }
