@@ -67,7 +67,8 @@ pub struct Worker {
     pub metrics: crate::metrics::WorkerMetrics,
     /// Per-worker idle upstream HTTP connections.
     pub pool: crate::http::pool::Pool,
-    /// Per-worker timer for the TCP idle timeout of every forwarded connection.
+    /// Per-worker timer for the timeouts every connection holds: detection, connecting, the
+    /// TCP idle timeout of a forwarded connection and the HTTP exchange's.
     pub timer: CoarseTimer,
 }
 

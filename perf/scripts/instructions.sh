@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# User-space instructions per S4 (or S6) request in the proxy, counted by callgrind (repeatable,
-# unlike timings on this machine). Starts the bench's origins (scripts/bench's Lab), runs BIN
-# (default target/release/dataplane) under valgrind on 127.0.0.2 with the epoll driver
-# (valgrind does not follow io_uring), warms it with one request, zeroes the counters, drives
-# it with `wrk -t1 -c10 -d8s` through S4's route (plain HTTP to the origin) or S6's (the proxy
-# originates TLS), dumps, and prints instructions and allocations per request.
-# Usage: perf/scripts/http-instructions.sh [BIN] [s4|s6]   (needs valgrind and wrk)
+# User-space instructions per S4 or S6 request, or per S3 connection, in the proxy, counted by
+# callgrind (repeatable, unlike timings on this machine). Starts the bench's origins
+# (scripts/bench's Lab), runs BIN (default target/release/dataplane) under valgrind on
+# 127.0.0.2 with the epoll driver (valgrind does not follow io_uring), warms it up, zeroes the
+# counters, drives it (S4's route, plain HTTP to the origin, or S6's, where the proxy
+# originates TLS, with `wrk -t1 -c10 -d8s`; S3's TLS pass-through with `tls-rate`, 4 concurrent
+# full handshakes for 8 s), dumps, and prints instructions and allocations per request or
+# connection.
+# Usage: perf/scripts/instructions.sh [BIN] [s3|s4|s6]   (needs valgrind, wrk, and for s3 the
+# perf crate's tls-rate: cargo build --release -p dataplane-perf)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-$ROOT/target/release/dataplane}
 case "${2:-s4}" in
+  s3) PORT=8446 HOST=a.example ;;
   s4) PORT=8084 HOST=origin.example ;;
   s6) PORT=8088 HOST=origin-tls.example ;;
-  *) echo "scenario: s4 or s6" >&2; exit 2 ;;
+  *) echo "scenario: s3, s4 or s6" >&2; exit 2 ;;
 esac
 OUT=$(mktemp -d)
 cat > "$OUT/lab.py" <<PY
@@ -35,9 +39,18 @@ DATAPLANE_IO_DRIVER=epoll valgrind --tool=callgrind --callgrind-out-file="$OUT/c
   --capture listeners --bind 127.0.0.2 --workers 1 --config "$D/conf" --mesh "$D/mesh.yaml" \
   --admin 127.0.0.2:15999 --status-port 0 --prometheus-port 0 > /dev/null 2> "$OUT/proxy.err" &
 for _ in $(seq 1 120); do curl -s -o /dev/null http://127.0.0.2:15999/ready && break; sleep 1; done
-curl -s -o /dev/null -H "Host: $HOST" http://127.0.0.2:$PORT/1k
-callgrind_control -z > /dev/null
-REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: $HOST" http://127.0.0.2:$PORT/1k | awk '/requests in/{print $1}')
+if [ "${2:-s4}" = s3 ]; then
+  RATE="$ROOT/target/release/tls-rate"
+  "$RATE" 127.0.0.2:$PORT $HOST 2 1 "$D/certs/ca.pem" > /dev/null
+  callgrind_control -z > /dev/null
+  REQUESTS=$("$RATE" 127.0.0.2:$PORT $HOST 4 8 "$D/certs/ca.pem" | python3 -c "import json, sys; print(json.load(sys.stdin)['connections'])")
+  UNIT=connection
+else
+  curl -s -o /dev/null -H "Host: $HOST" http://127.0.0.2:$PORT/1k
+  callgrind_control -z > /dev/null
+  REQUESTS=$(wrk -t1 -c10 -d8s -H "Host: $HOST" http://127.0.0.2:$PORT/1k | awk '/requests in/{print $1}')
+  UNIT=request
+fi
 callgrind_control -d > /dev/null
 sleep 1
 TOTAL=$(grep -h "^summary:\|^totals:" "$OUT"/cg.*.1 | head -1 | awk '{print $2}')
@@ -62,4 +75,4 @@ for line in open(sys.argv[1], errors="replace"):
 print(total)
 PY
 )
-echo "requests $REQUESTS, user-space instructions per request $((TOTAL / REQUESTS)), allocations $ALLOCS ($(python3 -c "print(round($ALLOCS / $REQUESTS, 2))") per request)"
+echo "${UNIT}s $REQUESTS, user-space instructions per $UNIT $((TOTAL / REQUESTS)), allocations $ALLOCS ($(python3 -c "print(round($ALLOCS / $REQUESTS, 2))") per $UNIT)"
