@@ -27,6 +27,18 @@ fn static_tcp(name: &str, vip: &str, port: u16, upstream: u16) -> String {
     )
 }
 
+/// A STATIC ServiceEntry for `host` on `port` with no addresses (protocol `proto`: TLS, TCP),
+/// whose one endpoint is 127.0.0.1:`upstream`.
+fn static_entry(name: &str, host: &str, proto: &str, port: u16, upstream: u16) -> String {
+    let port_name = proto.to_lowercase();
+    se(
+        name,
+        &format!(
+            "  hosts: ['{host}']\n  ports: [{{number: {port}, name: {port_name}, protocol: {proto}}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{{port_name}: {upstream}}}}}]\n"
+        ),
+    )
+}
+
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -130,19 +142,8 @@ fn tcp_services_share_a_port_by_vip() {
 fn tls_routed_by_sni_bytes_forwarded_exactly() {
     let (api, wild) = (Upstream::start(b"C"), Upstream::start(b"D"));
     let port = free_port();
-    let config = se(
-        "api",
-        &format!(
-            "  hosts: [api.example.com]\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
-            api.port
-        ),
-    ) + &se(
-        "wild",
-        &format!(
-            "  hosts: ['*.w.example.com']\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
-            wild.port
-        ),
-    );
+    let config = static_entry("api", "api.example.com", "TLS", port, api.port)
+        + &static_entry("wild", "*.w.example.com", "TLS", port, wild.port);
     let proxy = Proxy::start(&config, REGISTRY_ONLY, &["--capture", "listeners"], port);
 
     for (hello, banner) in [
@@ -189,67 +190,59 @@ fn a_silent_client_on_a_detecting_port_goes_to_tcp_after_the_detection_timeout()
     // A TLS service and a server-first TCP service without addresses share the port, so the
     // proxy waits for a ClientHello first. A client that says nothing until greeted (MySQL's
     // do) goes to the TCP service once `--detect-timeout` has passed (Decisions 9), and its
-    // upstream speaks first.
+    // upstream speaks first. On both drivers: each waits for readiness its own way.
     let (api, db) = (Upstream::start(b"T"), Upstream::start(b"greeting\n"));
-    let port = free_port();
-    let config = se(
-        "api",
-        &format!(
-            "  hosts: [api.example.com]\n  ports: [{{number: {port}, name: tls, protocol: TLS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n",
-            api.port
-        ),
-    ) + &se(
-        "db",
-        &format!(
-            "  hosts: [db.example.com]\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]\n",
-            db.port
-        ),
-    );
-    let proxy = Proxy::start(
-        &config,
-        REGISTRY_ONLY,
-        &["--capture", "listeners", "--detect-timeout", "1s"],
-        port,
-    );
+    for driver in ["uring", "epoll"] {
+        let port = free_port();
+        let config = static_entry("api", "api.example.com", "TLS", port, api.port)
+            + &static_entry("db", "db.example.com", "TCP", port, db.port);
+        let proxy = Proxy::start_env(
+            &config,
+            REGISTRY_ONLY,
+            &["--capture", "listeners", "--detect-timeout", "1s"],
+            &[("DATAPLANE_IO_DRIVER", driver)],
+            port,
+        );
 
-    let started = std::time::Instant::now();
-    let mut s = connect(&format!("127.0.0.1:{port}"));
-    assert_eq!(read_exact(&mut s, 9), b"greeting\n");
-    let greeted = started.elapsed();
-    assert!(
-        greeted >= Duration::from_millis(900),
-        "greeted after {greeted:?}, before the detection timeout"
-    );
-    s.write_all(b"ping").unwrap();
-    assert_eq!(read_exact(&mut s, 4), b"ping");
-    s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_end(&mut s), Some(Vec::new()));
+        let started = std::time::Instant::now();
+        let mut s = connect(&format!("127.0.0.1:{port}"));
+        assert_eq!(read_exact(&mut s, 9), b"greeting\n");
+        let greeted = started.elapsed();
+        assert!(
+            greeted >= Duration::from_millis(900),
+            "{driver}: greeted after {greeted:?}, before the detection timeout"
+        );
+        s.write_all(b"ping").unwrap();
+        assert_eq!(read_exact(&mut s, 4), b"ping");
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_end(&mut s), Some(Vec::new()));
 
-    // A ClientHello on the same port still goes by its SNI.
-    let mut t = connect(&format!("127.0.0.1:{port}"));
-    t.write_all(CURL_HELLO).unwrap();
-    assert_eq!(read_exact(&mut t, 1), b"T");
-    drop(t);
+        // A ClientHello on the same port still goes by its SNI.
+        let mut t = connect(&format!("127.0.0.1:{port}"));
+        t.write_all(CURL_HELLO).unwrap();
+        assert_eq!(read_exact(&mut t, 1), b"T");
+        drop(t);
 
-    let log = proxy.wait_access_log(3);
-    let db_line = log
-        .iter()
-        .find(|l| l["cluster"] == format!("outbound|{port}||db.example.com"))
-        .expect("the silent client's line");
-    assert!(db_line["sni"].is_null(), "{db_line}");
-    assert_eq!(db_line["outcome"], "forwarded");
-    assert_eq!(db_line["bytes_sent"], 4);
-    let api_line = log
-        .iter()
-        .find(|l| l["cluster"] == format!("outbound|{port}||api.example.com"))
-        .expect("the TLS client's line");
-    assert_eq!(api_line["sni"], "api.example.com");
+        let log = proxy.wait_access_log(3);
+        let db_line = log
+            .iter()
+            .find(|l| l["cluster"] == format!("outbound|{port}||db.example.com"))
+            .expect("the silent client's line");
+        assert!(db_line["sni"].is_null(), "{driver}: {db_line}");
+        assert_eq!(db_line["outcome"], "forwarded");
+        assert_eq!(db_line["bytes_sent"], 4);
+        let api_line = log
+            .iter()
+            .find(|l| l["cluster"] == format!("outbound|{port}||api.example.com"))
+            .expect("the TLS client's line");
+        assert_eq!(api_line["sni"], "api.example.com");
+    }
 }
 
 #[test]
 fn interactive_round_trips_on_every_driver_and_forwarding_mode() {
     // Request/response traffic: each direction must wake on its own (a worker blocked in one
-    // direction would stall the other; see the O_NONBLOCK note in forward/mod.rs).
+    // direction would stall the other; see the note on non-blocking calls in forward/mod.rs).
     let upstream = Upstream::start(b"");
     for driver in ["uring", "epoll"] {
         for forward in ["copy", "splice"] {
