@@ -416,7 +416,7 @@ pub async fn verify_destination(
 
 /// Connect to `addr` from a socket carrying `mark` (0: none), within `timeout` on the worker's
 /// coarse timer (a runtime timer per connection costs a trip through the runtime's wheel). The
-/// socket is non-blocking, which forwarding relies on.
+/// socket is non-blocking, which splice relies on.
 pub async fn connect_within(
     addr: SocketAddr,
     mark: u32,
@@ -430,7 +430,7 @@ pub async fn connect_within(
 }
 
 /// Connect to `addr` from a socket carrying `mark` (0: none), however long it takes: the caller
-/// bounds it (see [`connect_within`]). The socket is non-blocking, which forwarding relies on.
+/// bounds it (see [`connect_within`]). The socket is non-blocking, which splice relies on.
 pub async fn connect(addr: SocketAddr, mark: u32) -> Result<TcpStream, UpstreamError> {
     // Non-blocking from the start (`SOCK_NONBLOCK`): no system call to make it so.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)

@@ -224,9 +224,9 @@ where
     }
 }
 
-/// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection, freed once sent) upstream first;
-/// spliced through two of `pipes` when given (`--forward splice`) and pipes can be had, else
-/// copied. Parameters are borrowed where they can be: every
+/// Forward between `client` and `upstream`, sending `prefix` (the bytes read for detection,
+/// freed once sent) upstream first; spliced through two of `pipes` when given (`--forward
+/// splice`) and pipes can be had, else copied. Parameters are borrowed where they can be: every
 /// idle connection keeps them in its task.
 #[allow(clippy::manual_async_fn)] // parameters stored once: see the module doc
 pub fn forward<'a>(
