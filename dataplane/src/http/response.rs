@@ -111,6 +111,9 @@ impl ResponseHead {
         let reason = resp.reason.map_or((0, 0), |r| span(r.as_bytes()));
         self.text.clear();
         self.text.extend_from_slice(&buf[..head_len]);
+        // With the text it points into: after an error below, no span left from the last head
+        // may outlive it.
+        self.reason = reason;
         self.names.clear();
         self.fields.clear();
         let names = &mut self.names;
@@ -189,7 +192,6 @@ impl ResponseHead {
         self.framing = framing;
         self.close = close;
         self.head_len = head_len;
-        self.reason = reason;
         self.hop = hop;
         Ok(true)
     }
@@ -198,6 +200,23 @@ impl ResponseHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_head_parsed_into_a_used_one_reads_back_within_its_bytes() {
+        let mut head = ok(
+            "HTTP/1.1 503 A Reason Phrase That Runs Well Past The End Of The Next, Shorter Head\r\nServer: x\r\nContent-Length: 0\r\n\r\n",
+            "GET",
+        );
+        let refused = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert!(head.parse_into(refused.as_bytes(), "GET").is_err());
+        // Whatever it holds now lies in the refused head's bytes (this read panicked when the
+        // last head's reason span outlived its text).
+        assert!(refused.contains(head.reason()));
+        for (name, value) in head.headers() {
+            assert!(refused.contains(name), "{name}");
+            assert!(refused.as_bytes().windows(value.len()).any(|w| w == value));
+        }
+    }
 
     fn ok(raw: &str, method: &str) -> ResponseHead {
         parse(raw.as_bytes(), method)
