@@ -505,6 +505,7 @@ mod tests {
             stream_idle_timeout: Duration::from_secs(300),
             max_connections: 1000,
             sched: crate::runtime::Sched::Normal,
+            idle_yields: 0,
         };
         Rc::new(Worker {
             settings: Rc::new(settings),

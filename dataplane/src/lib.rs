@@ -18,6 +18,7 @@ pub mod dns;
 pub mod drain;
 pub mod forward;
 pub mod http;
+pub mod idle_yield;
 pub mod metrics;
 pub mod origination;
 pub mod run;

@@ -62,6 +62,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// The workers' scheduling policy.
     pub sched: Sched,
+    /// Yields a worker makes after its connections' last activity before it sleeps.
+    pub idle_yields: u32,
 }
 
 /// How the kernel schedules the worker threads (`--worker-sched`).
@@ -232,6 +234,9 @@ pub fn start(
                         timer: crate::coarse_timer::CoarseTimer::default(),
                     });
                     monoio::spawn(worker.timer.clone().sweep());
+                    if worker.settings.idle_yields > 0 {
+                        monoio::spawn(crate::idle_yield::run(worker.settings.idle_yields));
+                    }
                     let publisher = worker.clone();
                     monoio::spawn(async move {
                         publisher
@@ -312,13 +317,13 @@ impl Open {
     fn serve(&mut self, addr: SocketAddr, listener: std::net::TcpListener) -> std::io::Result<()> {
         let listener = monoio::net::TcpListener::from_std(listener)?;
         let closed = Rc::new(Cell::new(false));
-        monoio::spawn(accept_loop(
+        monoio::spawn(crate::idle_yield::Active::new(accept_loop(
             listener,
             self.local.clone(),
             self.worker.clone(),
             self.drain.clone(),
             closed.clone(),
-        ));
+        )));
         self.listeners.insert(addr, closed);
         Ok(())
     }
@@ -415,11 +420,13 @@ async fn accept_loop(
                 // then forwarding, which keeps none of the setup's state. Each future is made
                 // inside its task: one made outside and awaited inside would be stored twice.
                 let worker = worker.clone();
-                monoio::spawn(async move {
+                monoio::spawn(crate::idle_yield::Active::new(async move {
                     if let Some(handoff) = conn::serve(&worker, table, stream, peer).await {
-                        monoio::spawn(conn::forward_connected(worker, handoff, tracked));
+                        monoio::spawn(crate::idle_yield::Active::new(conn::forward_connected(
+                            worker, handoff, tracked,
+                        )));
                     }
-                });
+                }));
             }
             Err(e) => {
                 // EMFILE and friends: back off and keep serving the connections we have; the

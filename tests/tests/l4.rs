@@ -496,6 +496,61 @@ fn worker_sched_batch_applies_to_workers_only() {
     }
 }
 
+/// CPU time of `pid`'s worker threads so far: the first field of each one's
+/// `/proc/PID/task/TID/schedstat` (nanoseconds on the CPU).
+fn workers_cpu(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        if comm.starts_with("worker-") {
+            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap();
+            ns += schedstat.split(' ').next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+#[test]
+fn workers_that_yield_before_sleeping_still_sleep_when_idle() {
+    // `--idle-yields` (1 by default) keeps a worker runnable for a few turns after its
+    // connections' last activity. Once they are done it must sleep: over a second of quiet
+    // its workers run for a few milliseconds (their 50 ms housekeeping), not the second that
+    // a worker that kept yielding would. On both drivers, and with many yields a spell.
+    let up = Upstream::start(b"A\n");
+    for (driver, yields) in [("uring", "1"), ("epoll", "1"), ("uring", "64")] {
+        let port = free_port();
+        let proxy = Proxy::start_env(
+            &static_tcp("db-a", "127.0.0.2", port, up.port),
+            REGISTRY_ONLY,
+            &[
+                "--capture",
+                "listeners",
+                "--workers",
+                "2",
+                "--idle-yields",
+                yields,
+            ],
+            &[("DATAPLANE_IO_DRIVER", driver)],
+            port,
+        );
+        for _ in 0..20 {
+            let mut s = connect(&format!("127.0.0.2:{port}"));
+            assert_eq!(read_exact(&mut s, 2), b"A\n");
+            s.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(read_to_end(&mut s), Some(Vec::new()));
+        }
+        proxy.wait_access_log(20);
+        let before = workers_cpu(proxy.pid());
+        std::thread::sleep(Duration::from_secs(1));
+        let used = workers_cpu(proxy.pid()) - before;
+        assert!(
+            used < Duration::from_millis(100),
+            "{driver}, {yields} yields: idle workers ran {used:?} in a second"
+        );
+    }
+}
+
 /// The control, access-log, admin and other threads keep the default policy.
 fn assert_only_workers_changed(policies: &[(String, u32)]) {
     assert!(
