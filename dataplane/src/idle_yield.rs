@@ -35,8 +35,10 @@ const WINDOW: u32 = 64;
 const LONG_PER_WINDOW: u32 = 16;
 /// The first hold without yields.
 const HOLD_MIN: Duration = Duration::from_secs(1);
-/// The longest hold.
-const HOLD_MAX: Duration = Duration::from_secs(64);
+/// The longest hold. Bulk transfers trip the guard too (a sender that fills its socket as fast
+/// as it can looks like a busy program, though yielding to it pays), and a long hold outlives
+/// them: at 64 s, S3 run after S1 and S2 in the bench found yielding still held off.
+const HOLD_MAX: Duration = Duration::from_secs(8);
 /// Yielding this long without a hold, the next hold is [`HOLD_MIN`] again.
 const SETTLED: Duration = Duration::from_secs(60);
 
@@ -288,7 +290,7 @@ mod tests {
             holds.push((until - t).as_secs());
             t = until;
         }
-        assert_eq!(holds, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        assert_eq!(holds, [1, 2, 4, 8, 8, 8, 8, 8, 8]);
         // Yielding resumes when the last hold ends; a long run without trouble after it, and
         // the next hold is short again.
         y.step(true, || t);
