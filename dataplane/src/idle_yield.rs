@@ -5,9 +5,9 @@
 //! it runs out of work is usually a write that wakes one of them. Asleep, the worker must be
 //! woken again for the reply: a switch and, on a virtual machine, the exit from a halted vCPU.
 //! Yielding instead, it stays runnable, lets the peer run, and finds the reply on its next
-//! turn. On the bench's two vCPUs one yield per quiet spell made 8-10% more TLS connections per
-//! second at 20% less proxy CPU per connection, 7-18% more TCP throughput, and 40 us less
-//! latency at 1,000 requests/s (perf/README, "Yield before sleeping").
+//! turn. On the bench's two vCPUs one yield per quiet spell made 7% more TLS connections per
+//! second at 15% less proxy CPU per connection, and 36 us less p50 latency at 1,000
+//! requests/s (perf/README, "Yield before sleeping").
 //!
 //! The hazard: beside a program that computes, a yield hands it the rest of its time slice
 //! (milliseconds), with the worker's work waiting. A yield that takes [`LONG`] or more turns
@@ -201,18 +201,19 @@ pub async fn run(per_spell: u32) {
 mod tests {
     use super::*;
 
+    /// The steps `y` takes at `t` for turns with and without activity.
+    fn steps(y: &mut Yielder, t: Instant, turns: &[bool]) -> Vec<Step> {
+        turns.iter().map(|&active| y.step(active, || t)).collect()
+    }
+
     #[test]
     fn a_quiet_spell_gets_its_yields_then_sleeps_until_the_next_activity() {
         let t = Instant::now();
         let mut y = Yielder::new(2, t);
         // Nothing happened yet: sleep.
         assert_eq!(y.step(false, || t), Step::Sleep);
-        let steps: Vec<Step> = [true, false, false, false, false]
-            .into_iter()
-            .map(|active| y.step(active, || t))
-            .collect();
         assert_eq!(
-            steps,
+            steps(&mut y, t, &[true, false, false, false, false]),
             [
                 Step::Again,
                 Step::Yield,
@@ -222,12 +223,8 @@ mod tests {
             ]
         );
         // Activity during the spell starts it again.
-        let steps: Vec<Step> = [true, false, true, false, false, false]
-            .into_iter()
-            .map(|active| y.step(active, || t))
-            .collect();
         assert_eq!(
-            steps,
+            steps(&mut y, t, &[true, false, true, false, false, false]),
             [
                 Step::Again,
                 Step::Yield,

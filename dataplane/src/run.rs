@@ -112,8 +112,8 @@ pub struct RunArgs {
     /// Before a worker sleeps, it yields its core this many times to whatever else is runnable
     /// there, looking for completions after each: a client or origin on the same core replies
     /// without the worker being woken (fewer switches; on virtual machines, fewer halted-vCPU
-    /// exits). A yield that takes a millisecond or more (a busy program shares the core) turns
-    /// yielding off for a while. 0 disables.
+    /// exits). When a quarter of its yields take a millisecond or more (a busy program shares
+    /// the core), a worker stops yielding for 1 s, doubling to 8 s. 0 disables.
     #[arg(long, env = "DATAPLANE_IDLE_YIELDS", default_value_t = 1)]
     pub idle_yields: u32,
 }
