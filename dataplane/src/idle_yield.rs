@@ -10,13 +10,15 @@
 //! requests/s (perf/README, "Yield before sleeping").
 //!
 //! The hazard: beside a program that computes, a yield hands it the rest of its time slice
-//! (milliseconds), with the worker's work waiting. A yield that takes [`LONG`] or more turns
-//! yielding off for a hold that doubles while it recurs ([`Yielder`]), so such a core costs one
-//! slow yield per hold.
+//! (milliseconds), with the worker's work waiting. When a quarter of a window of yields take
+//! [`LONG`] or more, yielding is held off for a while that doubles while it recurs
+//! ([`Yielder`]), so such a core costs a few slow yields per hold.
 //!
 //! How: monoio parks only when its run queue is empty, so a task that keeps itself queued
 //! keeps the worker awake. Connection tasks run inside [`Active`], which counts their polls
-//! (that is "activity") and wakes the yielding task when it sleeps.
+//! (that is "activity") and wakes the yielding task when it sleeps. The yielding task must let
+//! the worker park: a version that never slept stalled its connections on io_uring (a test
+//! read timed out), the worker turning without ever waiting for completions.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -25,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A yield this long means a program that computes held the core.
-pub const LONG: Duration = Duration::from_millis(1);
+const LONG: Duration = Duration::from_millis(1);
 /// Long yields are counted over windows of this many yields...
 const WINDOW: u32 = 64;
 /// ...and this many in one window (a quarter) turn yielding off. Beside a busy loop on each
@@ -167,7 +169,8 @@ impl Yielder {
     }
 
     /// Whether yields are held off at `now`.
-    pub fn holding(&self, now: Instant) -> bool {
+    #[cfg(test)]
+    fn holding(&self, now: Instant) -> bool {
         self.off_until.is_some_and(|t| now < t)
     }
 }
@@ -257,7 +260,8 @@ mod tests {
     fn long_yields_hold_yielding_off_only_when_they_are_frequent() {
         let t0 = Instant::now();
         let mut y = Yielder::new(1, t0);
-        // Three long yields in a window of short ones: no hold, and the window starts over.
+        // One long yield short of the threshold, then a window of short ones: no hold, and the
+        // window starts over.
         long_yields(&mut y, t0, LONG_PER_WINDOW - 1);
         for _ in 0..WINDOW {
             y.step(true, || t0);
@@ -267,7 +271,8 @@ mod tests {
         assert!(!y.holding(t0));
         long_yields(&mut y, t0, LONG_PER_WINDOW - 1);
         assert!(!y.holding(t0));
-        // The fourth in the window holds yields off for HOLD_MIN: quiet turns sleep at once.
+        // The threshold's last one in a window holds yields off for HOLD_MIN: quiet turns sleep
+        // at once.
         long_yields(&mut y, t0, 1);
         assert!(y.holding(t0 + HOLD_MIN - Duration::from_millis(1)));
         y.step(true, || t0);
