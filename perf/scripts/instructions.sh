@@ -7,7 +7,8 @@
 # originates TLS, with `wrk -t1 -c10 -d8s`; S3's TLS pass-through with `tls-rate`, 4 concurrent
 # full handshakes for 8 s), dumps, and prints instructions and allocations per request or
 # connection.
-# Usage: perf/scripts/instructions.sh [BIN] [s3|s4|s6]   (needs valgrind, wrk, and for s3 the
+# `relay` drives S4's load through the bench's TCP pass-through port (scripts/bench's RELAY row).
+# Usage: perf/scripts/instructions.sh [BIN] [s3|s4|s6|relay]   (needs valgrind, wrk, and for s3 the
 # perf crate's tls-rate: cargo build --release -p dataplane-perf)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,7 +17,8 @@ case "${2:-s4}" in
   s3) PORT=8446 HOST=a.example ;;
   s4) PORT=8084 HOST=origin.example ;;
   s6) PORT=8088 HOST=origin-tls.example ;;
-  *) echo "scenario: s3, s4 or s6" >&2; exit 2 ;;
+  relay) PORT=8095 HOST=origin.example ;;
+  *) echo "scenario: s3, s4, s6 or relay" >&2; exit 2 ;;
 esac
 OUT=$(mktemp -d)
 cat > "$OUT/lab.py" <<PY
