@@ -78,17 +78,16 @@ impl<'a> FirstMatch<'a> {
     pub fn first(&self, name: &str) -> Option<usize> {
         let exact = match name.strip_prefix('*') {
             None => self.exact.get(name).copied(),
-            // Every exact pattern that ends with the suffix and is longer than it.
+            // Every exact pattern that ends with the suffix and is longer than it: the
+            // reversed patterns that start with the reversed suffix, a run in sorted order.
             Some(suffix) => {
-                let key = || suffix.bytes().rev();
+                let key: smallvec::SmallVec<[u8; 128]> = suffix.bytes().rev().collect();
                 let reversed = self.reversed();
-                let start = reversed.partition_point(|(r, _)| r.iter().copied().lt(key()));
+                let start = reversed.partition_point(|(r, _)| r.as_slice() < key.as_slice());
                 reversed[start..]
                     .iter()
-                    .take_while(|(r, _)| {
-                        r.len() >= suffix.len() && r.iter().copied().zip(key()).all(|(a, b)| a == b)
-                    })
-                    .filter(|(r, _)| r.len() > suffix.len())
+                    .take_while(|(r, _)| r.starts_with(&key))
+                    .filter(|(r, _)| r.len() > key.len())
                     .map(|&(_, i)| i)
                     .min()
             }

@@ -121,7 +121,9 @@ impl PortBuilder {
 pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
     let age = |k: &ObjectKey| opts.age.map_or(0, |f| f(k));
     // Oldest first, then by name and namespace. The key is computed once per object: the age
-    // is a map lookup, too dear for every comparison of a 10,000-entry sort.
+    // is a map lookup, too dear for every comparison of a 10,000-entry sort. A name's first
+    // eight bytes as a number come before the name itself: the same order (see
+    // `name_prefix`), and most comparisons end there without comparing strings.
     fn by_age<'r, T>(
         list: &mut [&'r T],
         key: impl Fn(&'r T) -> &'r ObjectKey,
@@ -129,7 +131,12 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
     ) {
         list.sort_by_cached_key(|item| {
             let k = key(item);
-            (age(k), k.name.as_str(), k.namespace.as_str())
+            (
+                age(k),
+                name_prefix(&k.name),
+                k.name.as_str(),
+                k.namespace.as_str(),
+            )
         });
     }
     let ns = opts.namespace;
@@ -172,6 +179,32 @@ pub fn compile(reg: &Registry, opts: &CompileOptions<'_>) -> RouteTable {
     b.service_views(&ses);
     b.listeners();
     b.finish()
+}
+
+/// Istio's cluster name, `outbound|port|subset|host`, written into one allocation of its size
+/// (a slice `concat` costs twice as much, and a reload names every cluster).
+fn cluster_name(port: u16, subset: &str, host: &str) -> String {
+    let mut digits = itoa::Buffer::new();
+    let port = digits.format(port);
+    let mut name =
+        String::with_capacity("outbound|||".len() + port.len() + subset.len() + host.len());
+    name.push_str("outbound|");
+    name.push_str(port);
+    name.push('|');
+    name.push_str(subset);
+    name.push('|');
+    name.push_str(host);
+    name
+}
+
+/// The first eight bytes of `name` as a big-endian number, zero-padded: ordering names by it
+/// and then by the names themselves is ordering them by the names (a name that sorts before
+/// another never has a larger prefix).
+pub(super) fn name_prefix(name: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = name.len().min(8);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 fn mergeable(a: &ServiceEntry, b: &ServiceEntry) -> bool {
@@ -321,15 +354,7 @@ impl<'r> Builder<'r, '_> {
         };
         let id = ClusterId(self.clusters.len() as u32);
         self.clusters.push(Cluster {
-            name: [
-                "outbound|",
-                itoa::Buffer::new().format(port),
-                "|",
-                subset.unwrap_or_default(),
-                "|",
-                v.host,
-            ]
-            .concat(),
+            name: cluster_name(port, subset.unwrap_or_default(), v.host),
             service: Arc::clone(v.primary),
             port,
             protocol: p.protocol,

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 
+use super::build::name_prefix;
 use super::cidr::CidrMap;
 use super::host::HostMatcher;
 use super::{Decision, Detected, HostRoute, RouteTable, Target, Upstream};
+use crate::host::{FirstMatch, matches};
 use crate::{Options, Source, build};
 
 const REGISTRY_ONLY: &str = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}";
@@ -711,6 +713,20 @@ fn pattern() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #[test]
+    fn name_prefix_then_name_orders_as_the_name(a in "[a-z0-9.-]{0,12}", b in "[a-z0-9.-]{0,12}") {
+        prop_assert_eq!((name_prefix(&a), &a).cmp(&(name_prefix(&b), &b)), a.cmp(&b));
+    }
+
+    #[test]
+    fn first_match_agrees_with_a_linear_find(items in prop::collection::vec(prop::collection::vec(pattern(), 1..3), 0..20), queries in prop::collection::vec(pattern(), 1..20)) {
+        let index = FirstMatch::new(items.iter().map(|ps| ps.iter().map(String::as_str)));
+        for q in &queries {
+            let linear = items.iter().position(|ps| ps.iter().any(|p| matches(p, q)));
+            prop_assert_eq!(index.first(q), linear, "query {}", q);
+        }
+    }
+
     #[test]
     fn host_matcher_agrees_with_naive(patterns in prop::collection::vec(pattern(), 0..30), queries in prop::collection::vec(name(), 1..30)) {
         let mut patterns = patterns;
