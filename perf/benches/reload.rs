@@ -21,12 +21,10 @@ use dataplane::control::{Loader, Sources};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SMALL: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: extra}\nspec:\n  hosts: [extra{n}.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n";
-
 /// S8's edit: the small file alternates between two versions.
 fn edit(dir: &Path, version: &mut u64) {
     *version = (*version + 1) % 2;
-    let text = SMALL.replace("{n}", &version.to_string());
+    let text = dataplane_perf::reload_edit_yaml(*version);
     std::fs::write(dir.join("small.yaml"), text).unwrap();
 }
 

@@ -22,13 +22,11 @@ use dataplane::control::{Loader, Sources};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SMALL: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: extra}\nspec:\n  hosts: [extra{n}.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: NONE\n";
-
 /// `n` reloads, each after an edit of the small file.
 #[inline(never)]
 fn reloads(loader: &mut Loader, dir: &Path, n: usize) {
     for i in 0..n {
-        let text = SMALL.replace("{n}", &(i % 2 + 1).to_string());
+        let text = dataplane_perf::reload_edit_yaml(i as u64 % 2 + 1);
         std::fs::write(dir.join("small.yaml"), text).unwrap();
         drop(std::hint::black_box(loader.load().unwrap()));
     }
@@ -49,7 +47,7 @@ fn main() {
     file.set_modified(SystemTime::now() - Duration::from_secs(3600))
         .unwrap();
     drop(file);
-    std::fs::write(dir.join("small.yaml"), SMALL.replace("{n}", "0")).unwrap();
+    std::fs::write(dir.join("small.yaml"), dataplane_perf::reload_edit_yaml(0)).unwrap();
     let mut loader = Loader::new(Sources {
         paths: vec![generated, dir.join("small.yaml")],
         mesh: None,

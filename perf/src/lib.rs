@@ -108,6 +108,14 @@ pub fn service_entries_yaml(n: usize) -> String {
     out
 }
 
+/// The small second file of a reload benchmark (S8's edit in criterion's `reload` and
+/// `examples/reload_instructions`): one ServiceEntry whose host changes with `version`.
+pub fn reload_edit_yaml(version: u64) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: extra}}\nspec:\n  hosts: [extra{version}.example.com]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: NONE\n"
+    )
+}
+
 /// A rustls client configuration (ring) trusting only the PEM certificates in `ca`; panics with
 /// the file's name when it cannot be read (the load generators' arguments are checked by use).
 pub fn tls_client_config(ca: &str) -> rustls::ClientConfig {
