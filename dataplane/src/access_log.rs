@@ -205,28 +205,69 @@ fn address<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// Write `a` into `out`; the length written.
+/// Write `a` into `out`; the length written. Digit by digit into the fixed array: through
+/// `itoa` and a slice copy per part, each address cost nine calls to `memcpy`.
 fn write_v4(a: &std::net::SocketAddrV4, out: &mut [u8; 21]) -> usize {
-    let mut digits = itoa::Buffer::new();
     let mut len = 0;
-    let mut put = |bytes: &[u8]| {
-        out[len..len + bytes.len()].copy_from_slice(bytes);
-        len += bytes.len();
-    };
     for (i, octet) in a.ip().octets().into_iter().enumerate() {
         if i > 0 {
-            put(b".");
+            out[len] = b'.';
+            len += 1;
         }
-        put(digits.format(octet).as_bytes());
+        len = put_decimal(out, len, u32::from(octet));
     }
-    put(b":");
-    put(digits.format(a.port()).as_bytes());
-    len
+    out[len] = b':';
+    put_decimal(out, len + 1, u32::from(a.port()))
 }
 
-/// A JSON string (quoted and escaped as serde_json escapes it).
+/// Write `n` (at most 65,535) in decimal into `out` at `at`; where it ends.
+fn put_decimal(out: &mut [u8; 21], at: usize, n: u32) -> usize {
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1_000..=9_999 => 4,
+        _ => 5,
+    };
+    let mut rest = n;
+    for i in (0..digits).rev() {
+        out[at + i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    at + digits
+}
+
+/// A JSON string (quoted and escaped as serde_json escapes it). Most strings need no escape:
+/// those are checked eight bytes at a time and copied whole.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether `bytes` holds a control character, a quote or a backslash: what JSON escapes
+/// (serde_json escapes nothing else).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `x` is below `n` (at most 0x80): exact for the word as a whole.
+    let any_below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let any_is = |x: u64, b: u8| any_below(x ^ (ONES * u64::from(b)), 1);
+    let odd = |x: u64| any_below(x, 0x20) || any_is(x, b'"') || any_is(x, b'\\');
+    let mut words = bytes.chunks_exact(8);
+    if words.any(|w| odd(u64::from_ne_bytes(w.try_into().unwrap_or_default()))) {
+        return true;
+    }
+    // The last few bytes as one more word, made up with letters.
+    let mut last = [b'a'; 8];
+    let rest = words.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    odd(u64::from_ne_bytes(last))
 }
 
 /// An address value: `"1.2.3.4:5"`, `"[::1]:5"` or `null`.
@@ -319,7 +360,7 @@ impl Entry<'_> {
     }
 
     /// Write the record as one line.
-    pub fn emit(mut self, elapsed: Duration) {
+    pub fn emit(&mut self, elapsed: Duration) {
         if self.silent {
             return;
         }
@@ -428,6 +469,43 @@ mod tests {
         }
         let none = written(&Entry::default());
         assert!(none.get("upstream").is_none(), "skipped when unknown");
+    }
+
+    #[test]
+    fn every_character_json_escapes_is_found_wherever_it_is() {
+        let odd = ['\u{0}', '\u{1f}', '"', '\\', '\n'];
+        let plain = [' ', '\u{7f}', '\u{e9}', '#', ']', '}'];
+        for c in odd.into_iter().chain(plain) {
+            for at in 0..17 {
+                let mut s: String = "a".repeat(17);
+                s.insert(at, c);
+                let mut out = Vec::new();
+                put_str(&mut out, &s);
+                assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{c:?} at {at}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_v4_address_is_written_as_display_writes_it(ip: u32, port: u16) {
+            let a = std::net::SocketAddrV4::new(ip.into(), port);
+            let mut text = [0u8; 21];
+            let len = write_v4(&a, &mut text);
+            let want = a.to_string();
+            proptest::prop_assert_eq!(&text[..len], want.as_bytes());
+        }
+
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(
+            s in "[\\x00-\\x7f]{0,40}|\\PC{0,40}|.{0,40}"
+        ) {
+            let mut out = b"x".to_vec();
+            put_str(&mut out, &s);
+            let mut want = b"x".to_vec();
+            serde_json::to_writer(&mut want, &s).unwrap();
+            proptest::prop_assert_eq!(out, want);
+        }
     }
 
     /// The line a worker writes, parsed back.

@@ -95,7 +95,7 @@ impl Drop for OpenGuard {
 }
 
 struct Idle {
-    conn: Pooled,
+    conn: Box<Pooled>,
     since: Instant,
 }
 
@@ -119,7 +119,7 @@ impl Drop for Pending {
 
 impl Pool {
     /// An idle connection for `key` that is still usable, if any.
-    pub fn checkout(&self, key: KeyRef<'_>, idle_timeout: Duration) -> Option<Pooled> {
+    pub fn checkout(&self, key: KeyRef<'_>, idle_timeout: Duration) -> Option<Box<Pooled>> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
@@ -166,20 +166,22 @@ impl Pool {
         Slot(OpenGuard(counter))
     }
 
-    /// A new connection, counted by its slot.
-    pub fn adopt(&self, slot: Slot, key: Key, io: UpstreamIo) -> Pooled {
-        Pooled {
+    /// A new connection, counted by its slot. Boxed once, here: checked out, relayed on and put
+    /// back, it then moves as a pointer (moved whole, it was a dozen copies of its 200-odd bytes
+    /// per request).
+    pub fn adopt(&self, slot: Slot, key: Key, io: UpstreamIo) -> Box<Pooled> {
+        Box::new(Pooled {
             conn: Buffered::new(io, Vec::new()),
             key,
             requests: 0,
             reused: false,
             response: ResponseHead::default(),
             _open: slot.0,
-        }
+        })
     }
 
     /// Return a connection after a clean exchange, under the key it was opened with.
-    pub fn put(&self, mut conn: Pooled, idle_timeout: Duration) {
+    pub fn put(&self, mut conn: Box<Pooled>, idle_timeout: Duration) {
         conn.conn.shrink();
         let mut idle = self.idle.borrow_mut();
         if self.idle_count.get() >= SWEEP_AT {

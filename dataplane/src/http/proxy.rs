@@ -88,7 +88,7 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
                 let reply = LocalReply::new(status, "", "-", why);
                 let _ = answer(&mut client.io, &mut log, &reply, true).await;
                 log.reason = Some(format!("{status}: {why}"));
-                finish(cx, log);
+                finish(cx, &mut log);
                 served += 1;
                 break;
             }
@@ -98,7 +98,7 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
         log.path = Some(head.target().into());
         log.host = Some(head.authority().into());
         let next = exchange(cx, &mut client, &head, &mut log).await;
-        finish(cx, log);
+        finish(cx, &mut log);
         served += 1;
         match next {
             Next::KeepAlive if !head.close => client.shrink(),
@@ -112,9 +112,9 @@ pub async fn serve(cx: &Conn<'_>, client: TcpStream, initial: Vec<u8>) -> u64 {
     served
 }
 
-fn finish(cx: &Conn<'_>, log: Entry<'_>) {
+fn finish(cx: &Conn<'_>, log: &mut Entry<'_>) {
     let elapsed = log.elapsed();
-    cx.worker.metrics.request(&log, elapsed);
+    cx.worker.metrics.request(log, elapsed);
     log.emit(elapsed);
 }
 
@@ -697,7 +697,7 @@ async fn acquire(
     requested: &str,
     tried: &[SocketAddr],
     left: Option<Duration>,
-) -> Result<Pooled, Acquire> {
+) -> Result<Box<Pooled>, Acquire> {
     let worker = cx.worker;
     let (mut addrs, cluster_name, connect_timeout, pool_settings) = match dest {
         Dest::Original => (
@@ -925,15 +925,14 @@ async fn relay_response(
     client: &mut Buffered<TcpStream>,
     head: &RequestHead,
     fwd: &Forward<'_>,
-    mut up: Pooled,
+    mut up: Box<Pooled>,
     sent_at: Instant,
     dest: Dest<'_>,
     deadline: Option<Instant>,
     log: &mut Entry<'_>,
 ) -> Next {
-    // The head parsed into the connection's, taken out while the connection is used, and put
-    // back (storage and all) when it returns to the pool.
-    let resp = std::mem::take(&mut up.response);
+    // The head parsed into the connection's storage, read there while the connection is used.
+    let resp = &up.response;
     let service_ms = sent_at.elapsed().as_millis();
     log.response_code = Some(resp.status);
     log.response_flags.get_or_insert("-");
@@ -946,7 +945,7 @@ async fn relay_response(
             return Next::Close;
         }
         let out = render::response(
-            &resp,
+            resp,
             &fwd.response_ops,
             service_ms,
             false,
@@ -968,7 +967,7 @@ async fn relay_response(
     }
     let client_close = head.close || resp.framing == BodyFraming::UntilClose;
     let out = render::response(
-        &resp,
+        resp,
         &fwd.response_ops,
         service_ms,
         client_close,
@@ -1021,7 +1020,6 @@ async fn relay_response(
             Dest::Original => None,
         }
         .unwrap_or(pool::DEFAULT_IDLE);
-        up.response = resp;
         cx.worker.pool.put(up, idle);
     }
     if client_close {

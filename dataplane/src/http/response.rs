@@ -88,9 +88,14 @@ impl ResponseHead {
     /// `self` holds parts of the refused head: its accessors read something, never out of
     /// bounds.
     pub fn parse_into(&mut self, buf: &[u8], method: &str) -> Result<bool, Invalid> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut fields);
-        let head_len = match resp.parse(buf) {
+        // Left uninitialised, as for requests ([`super::head::RequestHead::parse_into`]).
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(Invalid("response head too large"));
