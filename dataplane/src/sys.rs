@@ -1,8 +1,8 @@
 //! The crate's only `unsafe`: borrowing a runtime socket's file descriptor as a `socket2`
 //! reference (so socket options are read and set through socket2's safe API), the one-call
-//! `ioctl(FIONBIO)` that makes a socket non-blocking, and the
-//! `pipe2`, `fcntl(F_SETPIPE_SZ)` and `splice` system calls for zero-copy forwarding, and
-//! marking the bytes a non-blocking `recv` wrote into a buffer's spare capacity as initialised,
+//! `ioctl(FIONBIO)` that makes a socket non-blocking, the `pipe2`, `fcntl(F_SETPIPE_SZ)` and
+//! `splice` system calls for zero-copy forwarding, the copy loop's non-blocking `send` and
+//! `recv`, marking the bytes such a `recv` wrote into a buffer's spare capacity as initialised,
 //! a worker thread's id and scheduling policy; and one allocator option set before `main`.
 //! In the unit tests only, the global allocator that counts a thread's allocations.
 #![allow(unsafe_code)]
@@ -168,7 +168,28 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 /// Send from `bytes` without blocking, whatever the socket's mode (`MSG_DONTWAIT`): the count
 /// sent, or `Err(WouldBlock)` when the socket has no room.
 pub fn send(socket: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
-    with_socket(socket, |s| s.send_with_flags(bytes, libc::MSG_DONTWAIT))
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `socket` is borrowed for the call, so its descriptor is open; the kernel reads at
+    // most `bytes.len()` bytes from `bytes`, borrowed for the call; no address is passed. Made
+    // with syscall(2): libc's `send` is a cancellation point, two atomic updates around every
+    // call for thread cancellation, which nothing here uses.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            socket.as_raw_fd(),
+            bytes.as_ptr(),
+            bytes.len(),
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0,
+        )
+    };
+    syscall_count(n)
+}
+
+/// A count returned by syscall(2), or the error it reported.
+fn syscall_count(n: libc::c_long) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Read what `socket` has into `buf`'s spare capacity without blocking, whatever the socket's
@@ -176,8 +197,20 @@ pub fn send(socket: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
 /// The bytes are appended to `buf`.
 pub fn recv_append(socket: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let len = buf.len();
-    let n = with_socket(socket, |s| {
-        s.recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT)
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `socket` is borrowed for the call, so its descriptor is open; the kernel writes at
+    // most `spare.len()` bytes to `spare`, `buf`'s spare capacity, borrowed for the call; no
+    // address is asked for. Made with syscall(2), as [`send`] is.
+    let n = syscall_count(unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            socket.as_raw_fd(),
+            spare.as_mut_ptr(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
     })?;
     // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity it was given, and
     // `n` is at most that capacity, so `len + n` bytes of `buf` are initialised.
