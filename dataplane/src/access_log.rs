@@ -206,7 +206,7 @@ fn address<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, 
 }
 
 /// Write `a` into `out`; the length written. Digit by digit into the fixed array: through
-/// `itoa` and a slice copy per part, each address cost nine calls to `memcpy`.
+/// `itoa` and a slice copy per part, each address cost five calls to `memcpy` (callgrind).
 fn write_v4(a: &std::net::SocketAddrV4, out: &mut [u8; 21]) -> usize {
     let mut len = 0;
     for (i, octet) in a.ip().octets().into_iter().enumerate() {

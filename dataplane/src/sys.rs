@@ -253,6 +253,50 @@ mod tests {
     }
 
     #[test]
+    fn send_and_recv_append_report_counts_waits_ends_and_errors() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        // Nothing waiting: WouldBlock on a blocking socket too (MSG_DONTWAIT).
+        let mut buf = b"kept".to_vec();
+        buf.reserve(64);
+        let e = recv_append(&b, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert_eq!(send(&a, b"bytes").unwrap(), 5);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(recv_append(&b, &mut buf).unwrap(), 5);
+        assert_eq!(buf, b"keptbytes", "appended after what was there");
+        // A full socket: WouldBlock, not a wait.
+        let chunk = vec![7u8; 1 << 16];
+        let e = loop {
+            match send(&a, &chunk) {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        // End of stream: Ok(0); then sends to the closed peer fail.
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (d, _) = l.accept().unwrap();
+        drop(d);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(recv_append(&c, &mut buf).unwrap(), 0);
+        let e = (0..50)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                send(&c, b"x").err()
+            })
+            .expect("a send to a closed peer fails");
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn with_socket_reads_options_of_a_live_socket() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let local = with_socket(&l, |s| s.local_addr().unwrap().as_socket().unwrap());

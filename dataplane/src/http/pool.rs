@@ -167,8 +167,8 @@ impl Pool {
     }
 
     /// A new connection, counted by its slot. Boxed once, here: checked out, relayed on and put
-    /// back, it then moves as a pointer (moved whole, it was a dozen copies of its 200-odd bytes
-    /// per request).
+    /// back, it then moves as a pointer (moved whole, its 352 bytes were copied about a dozen
+    /// times per request).
     pub fn adopt(&self, slot: Slot, key: Key, io: UpstreamIo) -> Box<Pooled> {
         Box::new(Pooled {
             conn: Buffered::new(io, Vec::new()),
