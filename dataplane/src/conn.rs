@@ -627,19 +627,7 @@ mod tests {
             ok
         });
         let serving = count_serving(proxy, &snapshot, requests);
-        let allocations = if uring {
-            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .enable_timer()
-                .build()
-                .unwrap()
-                .block_on(serving)
-        } else {
-            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .unwrap()
-                .block_on(serving)
-        };
+        let allocations = crate::runtime::block_on_driver(uring, serving);
         assert_eq!(client.join().unwrap(), requests, "every response a 200");
         allocations
     }

@@ -448,6 +448,25 @@ async fn accept_loop(
     }
 }
 
+/// Run `future` to completion on a fresh runtime with a timer, on io_uring or epoll (tests
+/// that hold a property under both drivers).
+#[cfg(test)]
+pub(crate) fn block_on_driver<F: Future>(uring: bool, future: F) -> F::Output {
+    if uring {
+        RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(future)
+    } else {
+        RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,19 +344,7 @@ mod tests {
             assert_eq!(done.to_client, (exchanges * RESPONSE) as u64);
             allocations
         };
-        let allocations = if uring {
-            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .enable_timer()
-                .build()
-                .unwrap()
-                .block_on(relaying)
-        } else {
-            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .unwrap()
-                .block_on(relaying)
-        };
+        let allocations = crate::runtime::block_on_driver(uring, relaying);
         client.join().unwrap();
         server.join().unwrap();
         allocations
