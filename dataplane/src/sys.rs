@@ -328,6 +328,23 @@ pub(crate) mod counting {
         })
     }
 
+    /// Assert that `run(n, uring)` (allocations while doing `n` of something, counted on a
+    /// fresh connection) allocates no more for 70 than for 10, under io_uring and epoll: after
+    /// its first few, each one allocates nothing. A run of 5 first makes what a process or
+    /// thread makes once. `what` names the unit in the failure message.
+    pub(crate) fn assert_none_per(what: &str, run: impl Fn(usize, bool) -> u64) {
+        for uring in [true, false] {
+            run(5, uring);
+            let few = run(10, uring);
+            let many = run(70, uring);
+            assert!(few > 0, "the counting allocator counts");
+            assert_eq!(
+                many, few,
+                "allocations for 60 more {what} (io_uring: {uring})"
+            );
+        }
+    }
+
     struct Counting;
 
     fn counted() {
