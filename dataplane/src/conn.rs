@@ -521,10 +521,14 @@ mod tests {
 
     /// An origin on a thread of its own: answers every request head on each connection it
     /// accepts with `200` and a 1 KiB body, from fixed buffers (it allocates nothing per
-    /// request either).
-    fn origin() -> SocketAddr {
+    /// request either). With `one_each`, it closes each connection right after its first
+    /// response without announcing it (no `Connection: close`). Also returns the count of
+    /// connections it accepted.
+    fn origin(one_each: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
         std::thread::spawn(move || {
             use std::io::{Read, Write};
             let mut response =
@@ -532,6 +536,7 @@ mod tests {
             response.resize(response.len() + 1024, b'x');
             for c in l.incoming() {
                 let Ok(mut c) = c else { return };
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let response = response.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
@@ -545,7 +550,7 @@ mod tests {
                         {
                             buf.copy_within(end + 4..have, 0);
                             have -= end + 4;
-                            if c.write_all(&response).is_err() {
+                            if c.write_all(&response).is_err() || one_each {
                                 return;
                             }
                         }
@@ -553,7 +558,7 @@ mod tests {
                 });
             }
         });
-        addr
+        (addr, accepted)
     }
 
     /// Accept one connection on `proxy` and serve it with the HTTP router of `snapshot`'s port
@@ -590,7 +595,11 @@ mod tests {
     /// `requests` keep-alive requests (each `GET` with three fields, answered with 1 KiB) to an
     /// origin, with a fresh worker and origin connection, on io_uring or epoll.
     fn allocations_serving(requests: usize, uring: bool) -> u64 {
-        let origin = origin();
+        serving(origin(false).0, requests, uring)
+    }
+
+    /// [`allocations_serving`] to a given origin; every response must be a 200.
+    fn serving(origin: SocketAddr, requests: usize, uring: bool) -> u64 {
         let config = format!(
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: o}}\nspec:\n  hosts: [origin.test]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
             origin.port()
@@ -606,6 +615,9 @@ mod tests {
         let client = std::thread::spawn(move || {
             use std::io::{Read, Write};
             let mut c = std::net::TcpStream::connect(proxy_addr).unwrap();
+            // A response that is not the origin's (a 503 has no 1 KiB body) fails the test
+            // instead of hanging it.
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = [0u8; 8192];
             let mut ok = 0;
             for _ in 0..requests {
@@ -618,7 +630,7 @@ mod tests {
                     .position(|w| w == b"\r\n\r\n")
                     .is_none_or(|end| have < end + 4 + 1024)
                 {
-                    let n = c.read(&mut buf[have..]).unwrap();
+                    let n = c.read(&mut buf[have..]).expect("a whole 200 response");
                     assert!(n > 0, "the proxy closed");
                     have += n;
                 }
@@ -640,6 +652,23 @@ mod tests {
     #[test]
     fn keep_alive_requests_allocate_nothing_on_the_worker() {
         sys::counting::assert_none_per("requests", allocations_serving);
+    }
+
+    /// An origin that closes each connection right after its response, unannounced: every
+    /// request of a keep-alive client still gets its 200, each from a connection of its own.
+    /// The pooled connection is taken again at once without asking the kernel (the request
+    /// has no body), fails, and the request goes again on a fresh one; under both drivers.
+    #[test]
+    fn requests_on_connections_the_origin_closed_unannounced_go_again_on_fresh_ones() {
+        for uring in [true, false] {
+            let (origin, accepted) = origin(true);
+            serving(origin, 20, uring);
+            assert_eq!(
+                accepted.load(std::sync::atomic::Ordering::Relaxed),
+                20,
+                "one origin connection per request (uring: {uring})"
+            );
+        }
     }
 
     /// The forwarding future's size: every forwarded connection carries one (S9 memory goal).

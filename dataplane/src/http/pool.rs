@@ -118,13 +118,26 @@ impl Drop for Pending {
 }
 
 impl Pool {
-    /// An idle connection for `key` that is still usable, if any.
-    pub fn checkout(&self, key: KeyRef<'_>, idle_timeout: Duration) -> Option<Box<Pooled>> {
+    /// An idle connection for `key` that is still usable, if any. `trust_recent`: the
+    /// request can be sent again on a fresh connection if this one turns out to be closed, so
+    /// one back for under [`TRUSTED_FOR`] is taken without asking the kernel.
+    pub fn checkout(
+        &self,
+        key: KeyRef<'_>,
+        idle_timeout: Duration,
+        trust_recent: bool,
+    ) -> Option<Box<Pooled>> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
             self.idle_count.set(self.idle_count.get().saturating_sub(1));
-            if entry.since.elapsed() < idle_timeout && usable(&entry.conn) {
+            let usable = entry.conn.conn.data().is_empty()
+                && match reuse(entry.since.elapsed(), idle_timeout, trust_recent) {
+                    Reuse::Expired => false,
+                    Reuse::Trusted => true,
+                    Reuse::AskKernel => sys::idle_socket_is_quiet(entry.conn.conn.io.raw_fd()),
+                };
+            if usable {
                 let mut conn = entry.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -209,14 +222,63 @@ impl Pool {
     }
 }
 
-/// An idle connection is usable when the origin neither closed it nor sent anything.
-fn usable(conn: &Pooled) -> bool {
-    conn.conn.data().is_empty() && sys::idle_socket_is_quiet(conn.conn.io.raw_fd())
+/// How long a connection back in the pool is reused, for a request that can be retried,
+/// without asking the kernel whether the origin closed it or wrote to it meanwhile. Asking is
+/// a `recv` that would block, one system call per request under load (S4's and S6's only one
+/// outside io_uring). Its answer only narrows the race with an origin's close (the origin may
+/// close just after it), so a request that fails on a reused connection before any response
+/// byte is already sent again on a fresh one (`http::proxy`); a bodyless request always can
+/// be. Origins close idle connections after seconds, not within a millisecond of a response
+/// that did not announce it.
+pub const TRUSTED_FOR: Duration = Duration::from_millis(1);
+
+/// What to do with an idle connection of `age` when a request would reuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Idle for the pool's idle timeout or longer: closed, not reused.
+    Expired,
+    /// Back so recently that a failure is cheaper to retry than to look for.
+    Trusted,
+    /// Ask the kernel whether the origin closed it or sent anything.
+    AskKernel,
+}
+
+fn reuse(age: Duration, idle_timeout: Duration, trust_recent: bool) -> Reuse {
+    if age >= idle_timeout {
+        Reuse::Expired
+    } else if trust_recent && age < TRUSTED_FOR {
+        Reuse::Trusted
+    } else {
+        Reuse::AskKernel
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_retriable_request_reuses_a_just_returned_connection_without_asking() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        for (age, idle_timeout, trust_recent, want) in [
+            (us(10), ms(60_000), true, Reuse::Trusted),
+            (us(999), ms(60_000), true, Reuse::Trusted),
+            (ms(1), ms(60_000), true, Reuse::AskKernel),
+            (ms(5_000), ms(60_000), true, Reuse::AskKernel),
+            (us(10), ms(60_000), false, Reuse::AskKernel),
+            (ms(60_000), ms(60_000), true, Reuse::Expired),
+            (ms(61_000), ms(60_000), false, Reuse::Expired),
+            // An idle timeout shorter than the trusted time still expires first.
+            (us(600), us(500), true, Reuse::Expired),
+        ] {
+            assert_eq!(
+                reuse(age, idle_timeout, trust_recent),
+                want,
+                "{age:?} {idle_timeout:?} {trust_recent}"
+            );
+        }
+    }
 
     #[test]
     fn a_borrowed_key_finds_exactly_its_owned_key() {

@@ -431,7 +431,20 @@ async fn forward(
                 && deadline.is_none_or(|d| Instant::now() < d)
         };
         // 1. An upstream connection.
-        let acquired = acquire(cx, dest, origination, &requested, &tried, left()).await;
+        // A connection back in the pool for under `pool::TRUSTED_FOR` is reused unasked when a
+        // failure on it can be retried here: the request has no body, and the retry on a fresh
+        // connection is not spent (its checkout asks, so a second stale one is not taken).
+        let trust_recent = head.framing == Framing::None && !fresh_retry_used;
+        let acquired = acquire(
+            cx,
+            dest,
+            origination,
+            &requested,
+            &tried,
+            left(),
+            trust_recent,
+        )
+        .await;
         let mut up = match acquired {
             Ok(p) => p,
             Err(Acquire::Overflow) => {
@@ -697,6 +710,7 @@ async fn acquire(
     requested: &str,
     tried: &[SocketAddr],
     left: Option<Duration>,
+    trust_recent: bool,
 ) -> Result<Box<Pooled>, Acquire> {
     let worker = cx.worker;
     let (mut addrs, cluster_name, connect_timeout, pool_settings) = match dest {
@@ -755,7 +769,7 @@ async fn acquire(
     // Only the balancer's choice is reused from the pool (the rest are failover for connects):
     // reusing whichever endpoint has an idle connection would defeat the load balancer.
     let first = addrs.first().map(|a| key_for(*a));
-    let checkout = || first.and_then(|k| worker.pool.checkout(k, idle));
+    let checkout = || first.and_then(|k| worker.pool.checkout(k, idle, trust_recent));
     if let Some(p) = checkout() {
         return Ok(p);
     }
