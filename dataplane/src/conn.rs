@@ -655,9 +655,11 @@ mod tests {
     }
 
     /// An origin that closes each connection right after its response, unannounced: every
-    /// request of a keep-alive client still gets its 200, each from a connection of its own.
-    /// The pooled connection is taken again at once without asking the kernel (the request
-    /// has no body), fails, and the request goes again on a fresh one; under both drivers.
+    /// request of a keep-alive client still gets its 200, each from a connection of its own,
+    /// under both drivers. A bodyless request takes the pooled connection back unasked when it
+    /// returned under `pool::TRUSTED_FOR` ago (`pool::reuse`'s test holds that decision), and
+    /// this test holds what makes that safe: the failure on the stale connection sends the
+    /// request again on a fresh one. Without that retry it fails (the client times out).
     #[test]
     fn requests_on_connections_the_origin_closed_unannounced_go_again_on_fresh_ones() {
         for uring in [true, false] {

@@ -224,12 +224,13 @@ impl Pool {
 
 /// How long a connection back in the pool is reused, for a request that can be retried,
 /// without asking the kernel whether the origin closed it or wrote to it meanwhile. Asking is
-/// a `recv` that would block, one system call per request under load (S4's and S6's only one
-/// outside io_uring). Its answer only narrows the race with an origin's close (the origin may
-/// close just after it), so a request that fails on a reused connection before any response
-/// byte is already sent again on a fresh one (`http::proxy`); a bodyless request always can
-/// be. Origins close idle connections after seconds, not within a millisecond of a response
-/// that did not announce it.
+/// a `recv` that would block: under load, the one system call an S4 or S6 request makes on its
+/// own (the runtime's `io_uring_enter` and yields are shared by many requests). Its answer only
+/// narrows the race with an origin's close (the origin may close just after it), so a request
+/// that fails on a reused connection before any response byte is already sent again on a
+/// fresh one (`http::proxy`); a bodyless request always can be. An origin closes an idle
+/// connection at its keep-alive timeout (nginx's default is 75 s), rarely within a
+/// millisecond of a response that did not announce it.
 pub const TRUSTED_FOR: Duration = Duration::from_millis(1);
 
 /// What to do with an idle connection of `age` when a request would reuse it.
